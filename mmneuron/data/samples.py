@@ -1,0 +1,101 @@
+"""The sample format shared by every stage: one parquet file per domain and split.
+
+Columns (DESIGN.md): ``sample_id`` (str), ``domain`` (str), ``question`` (str), ``answers``
+(list of str, the references), ``image`` (encoded image bytes), ``meta`` (JSON str).
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("domain", pa.string()),
+        ("question", pa.string()),
+        ("answers", pa.list_(pa.string())),
+        ("image", pa.binary()),
+        ("meta", pa.string()),
+    ]
+)
+COLUMNS = tuple(SCHEMA.names)
+
+
+class SampleError(ValueError):
+    """A sample or a samples file that cannot be used; the message names the file and sample."""
+
+
+@dataclass
+class Sample:
+    sample_id: str
+    domain: str
+    question: str
+    answers: list[str]
+    image: bytes
+    meta: dict = field(default_factory=dict)
+
+
+def encode_png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    # Fixed settings so the same pixels always give the same bytes.
+    image.save(buffer, format="PNG", optimize=False, compress_level=6)
+    return buffer.getvalue()
+
+
+def write_samples(samples: Iterable[Sample], path: str | Path) -> int:
+    """Write samples to ``path`` (parquet); refuse duplicate sample ids. Returns the count."""
+    rows = {name: [] for name in COLUMNS}
+    for sample in samples:
+        rows["sample_id"].append(sample.sample_id)
+        rows["domain"].append(sample.domain)
+        rows["question"].append(sample.question)
+        rows["answers"].append(list(sample.answers))
+        rows["image"].append(sample.image)
+        rows["meta"].append(json.dumps(sample.meta, sort_keys=True))
+    ids = pd.Series(rows["sample_id"])
+    if ids.duplicated().any():
+        raise SampleError(f"{path}: duplicate sample ids {sorted(set(ids[ids.duplicated()]))[:5]}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pydict(rows, schema=SCHEMA), path)
+    return len(ids)
+
+
+def read_samples(path: str | Path, limit: int | None = None) -> list[Sample]:
+    """Read a samples file, checking its columns; ``limit`` keeps the first ``limit`` rows."""
+    path = Path(path)
+    if not path.exists():
+        raise SampleError(f"samples file not found: {path}")
+    table = pq.read_table(path)
+    missing = [name for name in COLUMNS if name not in table.column_names]
+    if missing:
+        raise SampleError(f"{path}: missing column(s) {missing}; expected {list(COLUMNS)}")
+    if limit is not None:
+        table = table.slice(0, limit)
+    samples = []
+    for row in table.select(list(COLUMNS)).to_pylist():
+        try:
+            meta = json.loads(row["meta"]) if row["meta"] else {}
+        except json.JSONDecodeError as error:
+            raise SampleError(f"{path}: sample {row['sample_id']}: meta is not JSON ({error})") from None
+        samples.append(Sample(**{**row, "answers": list(row["answers"] or []), "meta": meta}))
+    return samples
+
+
+def decode_image(sample: Sample) -> Image.Image:
+    """The sample's image as RGB; a missing or corrupt image raises SampleError naming the sample."""
+    if not sample.image:
+        raise SampleError(f"sample {sample.sample_id} ({sample.domain}): no image bytes")
+    try:
+        with Image.open(io.BytesIO(sample.image)) as image:
+            return image.convert("RGB")
+    except Exception as error:  # PIL raises several unrelated types for broken data
+        raise SampleError(f"sample {sample.sample_id} ({sample.domain}): corrupt image ({error})") from None
