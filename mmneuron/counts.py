@@ -1,0 +1,291 @@
+"""Activation counts: one safetensors file per model and domain (and shard), additive over shards.
+
+Tensors (int64): ``"{site}/{scope}/active"`` (layers x width: token positions with activation > 0)
+and ``"{site}/{scope}/tokens"`` (layers: token positions counted), scope in ``all``, ``image``,
+``text``. Metadata (all str): ``model``, ``domain``, ``samples`` (int), ``skipped`` (JSON list of
+``{sample_id, reason}``), ``sites`` (JSON ``{site: {layers, width, inert_layers}}``), ``settings``
+(JSON: extraction settings) and ``versions`` (JSON: package versions).
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from safetensors import safe_open
+
+SCOPES = ("all", "image", "text")
+METADATA_KEYS = ("model", "domain", "samples", "skipped", "sites", "settings", "versions")
+_PACKAGES = ("mmneuron", "transformers", "torch")
+
+
+class CountsError(ValueError):
+    """A counts file or object that cannot be used; the message names the file."""
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    layers: int
+    width: int
+    inert_layers: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {"layers": self.layers, "width": self.width, "inert_layers": list(self.inert_layers)}
+
+
+def current_versions() -> dict[str, str]:
+    """Installed versions of the packages that shape the counts (read without importing them)."""
+    versions = {}
+    for package in _PACKAGES:
+        try:
+            versions[package] = importlib_metadata.version(package)
+        except importlib_metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+@dataclass
+class Counts:
+    """Activation counts of one model on one domain.
+
+    ``active`` and ``tokens`` are keyed by ``(site, scope)``; ``sites`` gives each site's shape
+    (a plain ``{"layers", "width", "inert_layers"}`` dict is accepted too). ``source`` names the
+    file (or files) the counts came from, for error messages and the record of merged shards.
+    """
+
+    model: str
+    domain: str
+    sites: dict[str, SiteInfo]
+    active: dict[tuple[str, str], torch.Tensor]
+    tokens: dict[tuple[str, str], torch.Tensor]
+    samples: int
+    skipped: list[dict] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=current_versions)
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        self.sites = {
+            name: info if isinstance(info, SiteInfo) else _site_info(info, self._name, name)
+            for name, info in self.sites.items()
+        }
+        self._validate()
+
+    @property
+    def _name(self) -> str:
+        return self.source or f"counts of {self.model!r} on {self.domain!r}"
+
+    @property
+    def keys(self) -> list[tuple[str, str]]:
+        """The ``(site, scope)`` pairs held, sorted."""
+        return sorted(self.active)
+
+    def _validate(self) -> None:
+        name = self._name
+        if set(self.active) != set(self.tokens):
+            diff = sorted(set(self.active) ^ set(self.tokens))
+            raise CountsError(f"{name}: 'active' and 'tokens' tensors differ for (site, scope) {diff}")
+        held = {site for site, _ in self.active}
+        if held != set(self.sites):
+            raise CountsError(
+                f"{name}: tensors for sites {sorted(held)} but 'sites' lists {sorted(self.sites)}"
+            )
+        for site, scope in self.active:
+            key = f"{site}/{scope}"
+            if scope not in SCOPES:
+                raise CountsError(f"{name}: unknown scope in '{key}'; expected one of {SCOPES}")
+            info = self.sites[site]
+            active, tokens = self.active[site, scope], self.tokens[site, scope]
+            for kind, tensor, shape in (("active", active, (info.layers, info.width)), ("tokens", tokens, (info.layers,))):
+                if tuple(tensor.shape) != shape:
+                    raise CountsError(
+                        f"{name}: '{key}/{kind}' has shape {tuple(tensor.shape)}, but 'sites' says {shape}"
+                    )
+                if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
+                    raise CountsError(f"{name}: '{key}/{kind}' must hold integers, not {tensor.dtype}")
+            if bool((active < 0).any()) or bool((active > tokens.unsqueeze(1)).any()):
+                raise CountsError(f"{name}: '{key}/active' must lie between 0 and '{key}/tokens' per layer")
+        if self.samples < 0:
+            raise CountsError(f"{name}: negative sample count {self.samples}")
+
+    def probabilities(self, scope: str = "all") -> dict[str, torch.Tensor]:
+        """Per site, ``active / tokens`` (layers x width, float64; 0 where no token was counted)."""
+        probs = {}
+        for site in sorted(self.sites):
+            if (site, scope) not in self.active:
+                have = sorted(s for (name, s) in self.active if name == site)
+                raise CountsError(f"{self._name}: site '{site}' has no '{scope}' counts (it has {have})")
+            active = self.active[site, scope].double()
+            tokens = self.tokens[site, scope].double().unsqueeze(1)
+            probs[site] = torch.where(tokens > 0, active / tokens.clamp(min=1), torch.zeros_like(active))
+        return probs
+
+    def save(self, path: str | Path) -> Path:
+        """Write the counts to ``path`` (safetensors); written to a temporary file, then renamed."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {}
+        for site, scope in self.keys:
+            tensors[f"{site}/{scope}/active"] = self.active[site, scope].detach().to("cpu", torch.int64).contiguous()
+            tensors[f"{site}/{scope}/tokens"] = self.tokens[site, scope].detach().to("cpu", torch.int64).contiguous()
+        meta = {
+            "model": self.model,
+            "domain": self.domain,
+            "samples": str(int(self.samples)),
+            "skipped": _dumps(self.skipped),
+            "sites": _dumps({name: info.to_dict() for name, info in self.sites.items()}),
+            "settings": _dumps(self.settings),
+            "versions": _dumps(self.versions),
+        }
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        _write_safetensors(tensors, meta, tmp)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Counts":
+        """Read a counts file, checking its metadata, keys and shapes."""
+        path = Path(path)
+        if not path.is_file():
+            raise CountsError(f"counts file not found: {path}")
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                meta = handle.metadata() or {}
+                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        except Exception as exc:  # safetensors raises its own (non-exported) error types
+            raise CountsError(f"{path}: not a readable safetensors file ({exc})") from exc
+        missing = [key for key in METADATA_KEYS if key not in meta]
+        if missing:
+            raise CountsError(f"{path}: metadata lacks {missing}; expected {list(METADATA_KEYS)}")
+        parsed = {key: _loads(meta[key], path, key) for key in ("skipped", "sites", "settings", "versions")}
+        try:
+            samples = int(meta["samples"])
+        except ValueError:
+            raise CountsError(f"{path}: metadata 'samples' is not an integer: {meta['samples']!r}") from None
+        active, tokens = {}, {}
+        for key, tensor in tensors.items():
+            parts = key.rsplit("/", 2)
+            if len(parts) != 3 or parts[2] not in ("active", "tokens"):
+                raise CountsError(f"{path}: unexpected tensor '{key}'; expected '{{site}}/{{scope}}/active|tokens'")
+            (active if parts[2] == "active" else tokens)[parts[0], parts[1]] = tensor
+        if not active:
+            raise CountsError(f"{path}: holds no counts tensors")
+        sites = parsed["sites"]
+        if not isinstance(sites, dict):
+            raise CountsError(f"{path}: metadata 'sites' must be a JSON object")
+        return cls(
+            model=meta["model"],
+            domain=meta["domain"],
+            sites={name: _site_info(info, path, name) for name, info in sites.items()},
+            active=active,
+            tokens=tokens,
+            samples=samples,
+            skipped=parsed["skipped"],
+            settings=parsed["settings"],
+            versions=parsed["versions"],
+            source=str(path),
+        )
+
+
+def merge(parts: Sequence[Counts]) -> Counts:
+    """Sum counts of one model and domain (e.g. shards); refuse parts that do not fit together.
+
+    The merged ``settings`` record each part's source, sample count and settings; versions that
+    differ between parts are kept as ``"mixed: a, b"``.
+    """
+    if not parts:
+        raise CountsError("nothing to merge: no counts given")
+    first = parts[0]
+    names = [part.source or f"part {i}" for i, part in enumerate(parts)]
+    for name, part in zip(names[1:], parts[1:]):
+        for what, mine, theirs in (
+            ("model", part.model, first.model),
+            ("domain", part.domain, first.domain),
+            ("sites", part.sites, first.sites),
+            ("(site, scope) tensors", part.keys, first.keys),
+        ):
+            if mine != theirs:
+                raise CountsError(f"cannot merge {name} with {names[0]}: {what} differ ({mine} vs {theirs})")
+    active = {key: sum(part.active[key].to(torch.int64) for part in parts) for key in first.keys}
+    tokens = {key: sum(part.tokens[key].to(torch.int64) for part in parts) for key in first.keys}
+    versions = {}
+    for package in sorted({p for part in parts for p in part.versions}):
+        seen = sorted({str(part.versions.get(package, "unknown")) for part in parts})
+        versions[package] = seen[0] if len(seen) == 1 else "mixed: " + ", ".join(seen)
+    return Counts(
+        model=first.model,
+        domain=first.domain,
+        sites=dict(first.sites),
+        active=active,
+        tokens=tokens,
+        samples=sum(part.samples for part in parts),
+        skipped=[entry for part in parts for entry in part.skipped],
+        settings={
+            "merged": [
+                {"source": name, "samples": part.samples, "settings": part.settings}
+                for name, part in zip(names, parts)
+            ]
+        },
+        versions=versions,
+        source=", ".join(names),
+    )
+
+
+def load_many(paths: Sequence[str | Path]) -> dict[str, Counts]:
+    """Load counts files and merge those of the same domain; returns ``{domain: counts}``."""
+    by_domain: dict[str, list[Counts]] = {}
+    for path in paths:
+        counts = Counts.load(path)
+        by_domain.setdefault(counts.domain, []).append(counts)
+    return {
+        domain: parts[0] if len(parts) == 1 else merge(parts)
+        for domain, parts in sorted(by_domain.items())
+    }
+
+
+def _write_safetensors(tensors: dict[str, torch.Tensor], meta: dict[str, str], path: Path) -> None:
+    # safetensors' own writer orders the metadata at random (a hash map); this writes the same
+    # format with sorted keys, so equal counts give byte-identical files.
+    header: dict = {"__metadata__": meta}
+    blobs, offset = [], 0
+    for name in sorted(tensors):
+        data = tensors[name].numpy().astype("<i8").tobytes()
+        header[name] = {"dtype": "I64", "shape": list(tensors[name].shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the format pads the header to 8-byte alignment
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(text)))
+        handle.write(text)
+        for data in blobs:
+            handle.write(data)
+
+
+def _site_info(info: object, source: object, site: str) -> SiteInfo:
+    try:
+        return SiteInfo(
+            layers=int(info["layers"]),
+            width=int(info["width"]),
+            inert_layers=tuple(int(layer) for layer in info.get("inert_layers", ())),
+        )
+    except (TypeError, KeyError, ValueError, AttributeError):
+        raise CountsError(
+            f"{source}: site '{site}' needs {{'layers': int, 'width': int, 'inert_layers': [int]}}, got {info!r}"
+        ) from None
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _loads(text: str, path: Path, key: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CountsError(f"{path}: metadata '{key}' is not valid JSON ({exc})") from None
