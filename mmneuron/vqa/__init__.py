@@ -1,0 +1,1 @@
+"""Visual question answering: answer scoring and effect-size statistics."""

@@ -1,0 +1,124 @@
+"""Effect sizes on per-sample scores: bootstrap intervals, paired differences, the score table.
+
+Per-sample scores are given as a mapping (or pandas Series) from sample id to score, so that a
+condition is always compared with the baseline on the same samples.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+BASELINE = "none"
+SCORE_COLUMNS = (
+    "model", "condition", "domain", "metric", "value", "n",
+    "ci_low", "ci_high", "delta", "delta_low", "delta_high",
+)
+_BOOT_CELLS = 4_000_000  # resampled values drawn at once: bounds memory for large n
+
+
+def bootstrap_ci(
+    scores: Sequence[float], n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
+) -> tuple[float, float, float]:
+    """(mean, low, high): the sample mean and its percentile-bootstrap 1 - alpha interval.
+
+    Resamples the scores with replacement ``n_boot`` times (numpy generator seeded by ``seed``,
+    so the interval is reproducible) and takes the alpha/2 and 1 - alpha/2 quantiles of the
+    resampled means.
+    """
+    values = np.asarray(scores, dtype=float)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"bootstrap needs a non-empty list of scores, got shape {values.shape}")
+    if not np.isfinite(values).all():
+        raise ValueError("bootstrap scores contain NaN or infinite values")
+    if not 0 < alpha < 1 or n_boot < 1:
+        raise ValueError(f"need 0 < alpha < 1 and n_boot >= 1, got alpha={alpha}, n_boot={n_boot}")
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _BOOT_CELLS // values.size)
+    means = []
+    for done in range(0, n_boot, chunk):
+        rows = min(chunk, n_boot - done)
+        means.append(values[rng.integers(0, values.size, size=(rows, values.size))].mean(axis=1))
+    low, high = np.quantile(np.concatenate(means), [alpha / 2, 1 - alpha / 2])
+    return float(values.mean()), float(low), float(high)
+
+
+def _as_series(scores: Mapping | pd.Series, what: str) -> pd.Series:
+    series = scores if isinstance(scores, pd.Series) else pd.Series(dict(scores), dtype=float)
+    if not series.index.is_unique:
+        raise ValueError(f"{what}: duplicate sample ids {list(series.index[series.index.duplicated()][:5])}")
+    return series.astype(float)
+
+
+def paired_difference_ci(
+    condition_scores: Mapping | pd.Series,
+    baseline_scores: Mapping | pd.Series,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """(mean difference, low, high) of condition minus baseline, paired by sample id.
+
+    Both arguments map sample id -> score; the ids must be the same set (else ValueError with
+    examples of the ids found on one side only). The interval is a percentile bootstrap of the
+    per-sample differences, so each resample keeps a sample's two scores together.
+    """
+    condition = _as_series(condition_scores, "condition scores")
+    baseline = _as_series(baseline_scores, "baseline scores")
+    only_condition = condition.index.difference(baseline.index)
+    only_baseline = baseline.index.difference(condition.index)
+    if len(only_condition) or len(only_baseline):
+        raise ValueError(
+            "condition and baseline are scored on different samples: "
+            f"{len(only_condition)} ids only in the condition (e.g. {list(only_condition[:3])}), "
+            f"{len(only_baseline)} only in the baseline (e.g. {list(only_baseline[:3])})"
+        )
+    differences = condition - baseline.reindex(condition.index)
+    return bootstrap_ci(differences.to_numpy(), n_boot=n_boot, alpha=alpha, seed=seed)
+
+
+def summarize_random_controls(values: Sequence[float]) -> dict[str, float]:
+    """Mean, sample standard deviation (ddof 1; NaN for a single value), min, max and n of a
+    control repeated with several seeds (for example the score under random neurons)."""
+    array = np.asarray(values, dtype=float)
+    if array.size == 0:
+        raise ValueError("no random-control values to summarise")
+    return {
+        "mean": float(array.mean()),
+        "std": float(array.std(ddof=1)) if array.size > 1 else float("nan"),
+        "min": float(array.min()),
+        "max": float(array.max()),
+        "n": int(array.size),
+    }
+
+
+def score_table(
+    records: Mapping[tuple[str, str, str, str], Mapping | pd.Series],
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    baseline: str = BASELINE,
+) -> pd.DataFrame:
+    """The tidy score table, one row per (model, condition, domain, metric).
+
+    ``records`` maps (model, condition, domain, metric) to per-sample scores (sample id ->
+    score). ``value`` is the mean with its bootstrap interval ``ci_low``/``ci_high``; ``delta``
+    is the paired difference to the ``baseline`` condition of the same model, domain and metric
+    with its interval ``delta_low``/``delta_high`` (0 for the baseline itself, NaN when no
+    baseline was scored). Rows keep the order of ``records``.
+    """
+    rows = []
+    for key, scores in records.items():
+        model, condition, domain, metric = key
+        try:
+            series = _as_series(scores, "scores")
+            value, low, high = bootstrap_ci(series.to_numpy(), n_boot=n_boot, alpha=alpha, seed=seed)
+            reference = records.get((model, baseline, domain, metric))
+            delta = (float("nan"),) * 3
+            if reference is not None:
+                delta = paired_difference_ci(series, reference, n_boot=n_boot, alpha=alpha, seed=seed)
+        except ValueError as error:
+            raise ValueError(f"{'/'.join(map(str, key))}: {error}") from None
+        rows.append((model, condition, domain, metric, value, len(series), low, high, *delta))
+    return pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
