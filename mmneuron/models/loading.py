@@ -1,0 +1,71 @@
+"""Load a supported vision-language model and its processor from a folder or a Hugging Face id."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, ProcessorMixin
+
+from mmneuron.models.processors import IMAGE_ONLY_PROCESSORS
+from mmneuron.models.sites import SUPPORTED_MODEL_TYPES
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelLoadError(ValueError):
+    """A model that cannot be loaded; the message names the path or id."""
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto``: the first GPU when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} requested, but no CUDA GPU is available")
+    return resolved
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto``: bfloat16 on a GPU, float32 on the CPU."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; expected auto or one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _looks_like_path(name: str) -> bool:
+    # Hugging Face ids are "name" or "owner/name"; anything else is meant as a local folder.
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).exists()
+
+
+def load_model(
+    path_or_id: str | Path, device: str = "auto", dtype: str = "auto"
+) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """The model (eval mode, on ``device`` in ``dtype``) and its processor.
+
+    The model type must be one of :data:`~mmneuron.models.sites.SUPPORTED_MODEL_TYPES`. Hub ids
+    are read from the local Hugging Face cache when offline.
+    """
+    name = str(path_or_id)
+    if _looks_like_path(name) and not Path(name).expanduser().is_dir():
+        raise ModelLoadError(f"model folder not found: {name}")
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot read the model config of {name!r}: {error}") from None
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise ModelLoadError(
+            f"{name}: unsupported model type {config.model_type!r}; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+    target = resolve_device(device)
+    model = AutoModelForImageTextToText.from_pretrained(name, dtype=resolve_dtype(dtype, target))
+    model = model.to(target).eval()
+    processor_class = IMAGE_ONLY_PROCESSORS.get(config.model_type, AutoProcessor)
+    processor = processor_class.from_pretrained(name)
+    if not isinstance(processor, ProcessorMixin):
+        raise ModelLoadError(
+            f"{name}: expected a multimodal processor (images and text), got {type(processor).__name__}"
+        )
+    return model, processor
