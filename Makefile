@@ -1,0 +1,21 @@
+# Two entry points: `make demo` (set up, then reproduce the demo) and `make test` (set up, then test).
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test
+
+setup: $(VENV)/.installed
+
+# requirements.lock pins every package (torch==2.13.0: the CPU wheel here, the CUDA build on a GPU machine).
+$(VENV)/.installed: pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --constraint requirements.lock --editable ".[workflow,test]"
+	touch $@
+
+demo: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" snakemake --cores all
+
+test: setup
+	$(BIN)/python -m pytest

@@ -1,0 +1,5 @@
+import sys
+
+from mmneuron.cli import main
+
+sys.exit(main())
