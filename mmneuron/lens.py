@@ -1,0 +1,383 @@
+"""Logit lens: decode every LLM layer's residual stream with the model's final norm and unembedding.
+
+For each layer the lens reads ``lm_head(norm(h))`` at every non-padding position and keeps only
+additive summaries per scope (image / text positions): the entropy (natural log) of the decoded
+distribution, its square, the top token's probability and how often each token id is the top one.
+Logits exist for one layer and ``chunk_size`` positions at a time, never for all layers x positions
+x vocabulary (tens of GB for a 7B model).
+
+The last layer: in transformers 5, ``hidden_states[-1]`` is the text model's ``last_hidden_state``,
+which has already gone through the final norm (``capture_outputs`` ties it; a few models opt out).
+Rather than rely on that, the lens records the final norm's *input* with a forward hook and decodes
+it like every other layer, so the last layer's lens is exactly the model's own logits.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mmneuron.data.samples import Sample, SampleError, decode_image
+from mmneuron.models.generation import user_turn
+from mmneuron.models.sites import image_prompt, image_token_id
+
+log = logging.getLogger(__name__)
+
+IMAGE, TEXT, ALL = "image", "text", "all"
+SCOPES = (ALL, IMAGE, TEXT)
+DEFAULT_PROMPT = "<image>\n{question}"  # the authors' statistics prompt: no chat template
+TABLE_COLUMNS = (
+    "model", "domain", "scope", "layer", "n", "samples",
+    "entropy_mean", "entropy_std", "top_prob_mean", "top_tokens",
+)
+
+
+class LensError(ValueError):
+    """A model or input the lens cannot handle; the message names the model type."""
+
+
+def final_norm_and_unembed(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """The language model's final norm and its unembedding (``lm_head``).
+
+    Works for the models whose text decoder (``get_decoder()``) has a ``norm`` and ``layers``:
+    LLaMA, Qwen2, Gemma and Mistral-style decoders in LLaVA(-NeXT), Qwen2-VL, Idefics3, PaliGemma,
+    and InstructBLIP's causal LM.
+    """
+    model_type = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    norm = getattr(decoder, "norm", None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if not isinstance(norm, nn.Module) or not isinstance(getattr(decoder, "layers", None), nn.ModuleList):
+        raise LensError(f"logit lens: no text decoder with a final `norm` and `layers` in model type {model_type!r}")
+    if not isinstance(head, nn.Module):
+        raise LensError(f"logit lens: no output embedding (lm_head) in model type {model_type!r}")
+    return norm, head
+
+
+def num_lm_layers(model: nn.Module) -> int:
+    final_norm_and_unembed(model)  # the same checks, the same error
+    return len(model.get_decoder().layers)
+
+
+class LensHead:
+    """``h -> logits`` (float32) as the model computes its own: final norm, lm_head, Gemma's softcap."""
+
+    def __init__(self, model: nn.Module):
+        self.norm, self.head = final_norm_and_unembed(model)
+        # Gemma 2 (PaliGemma 2) caps logits as cap * tanh(logits / cap) when the config says so.
+        self.softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+
+    def __call__(self, hidden: torch.Tensor, normed: bool = False) -> torch.Tensor:
+        logits = self.head(hidden if normed else self.norm(hidden)).float()
+        if self.softcap is not None:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+
+def residual_stream(model: nn.Module, inputs: Mapping) -> list[torch.Tensor]:
+    """One forward; every LLM layer's output (batch x seq x hidden), *before* the final norm."""
+    norm, _ = final_norm_and_unembed(model)
+    captured = []
+    handle = norm.register_forward_hook(lambda module, args, output: captured.append(args[0]))
+    kwargs = {k: v for k, v in inputs.items() if k != "labels"}  # PaliGemma's processor adds labels
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        kwargs["logits_to_keep"] = 1  # the lens computes the logits itself, a chunk at a time
+    # (InstructBLIP's forward has no such argument: its own full logits are computed once per batch)
+    try:
+        with torch.no_grad():
+            outputs = model(**kwargs, output_hidden_states=True)
+    finally:
+        handle.remove()
+    nested = getattr(outputs, "language_model_outputs", None)  # InstructBLIP nests the LM's outputs
+    hidden = (outputs if nested is None else nested).hidden_states
+    layers = num_lm_layers(model)
+    if hidden is None or len(hidden) != layers + 1 or len(captured) != 1:
+        raise LensError(
+            f"logit lens: model type {model.config.model_type!r} returned {0 if hidden is None else len(hidden)} "
+            f"hidden states (expected {layers + 1}) and called its final norm {len(captured)} time(s) (expected 1)"
+        )
+    # hidden[0] is the embedding output; hidden[-1] is already normed in transformers 5, so the
+    # last layer comes from the norm's input instead.
+    return [*hidden[1:-1], captured[0]]
+
+
+@dataclass
+class ScopeStats:
+    """Additive summaries per layer for one scope of positions."""
+
+    n: np.ndarray  # positions (int64, layers)
+    entropy_sum: np.ndarray  # float64, layers
+    entropy_sq_sum: np.ndarray
+    top_prob_sum: np.ndarray
+    top_ids: list[Counter]  # per layer: token id -> positions where it is the top token
+
+    @classmethod
+    def empty(cls, layers: int) -> "ScopeStats":
+        zeros = lambda dtype: np.zeros(layers, dtype=dtype)  # noqa: E731
+        return cls(zeros(np.int64), zeros(np.float64), zeros(np.float64), zeros(np.float64),
+                   [Counter() for _ in range(layers)])
+
+    @property
+    def layers(self) -> int:
+        return len(self.n)
+
+    def merge(self, other: "ScopeStats") -> "ScopeStats":
+        if other.layers != self.layers:
+            raise LensError(f"cannot merge lens statistics of {self.layers} and {other.layers} layers")
+        return ScopeStats(self.n + other.n, self.entropy_sum + other.entropy_sum,
+                          self.entropy_sq_sum + other.entropy_sq_sum, self.top_prob_sum + other.top_prob_sum,
+                          [a + b for a, b in zip(self.top_ids, other.top_ids)])
+
+    def entropy_mean(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.n > 0, self.entropy_sum / self.n, np.nan)
+
+    def entropy_std(self) -> np.ndarray:
+        """Standard deviation over positions (population, ddof=0)."""
+        mean = self.entropy_mean()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = np.where(self.n > 0, self.entropy_sq_sum / self.n, np.nan) - mean**2
+        return np.sqrt(np.clip(var, 0.0, None))
+
+    def top_prob_mean(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.n > 0, self.top_prob_sum / self.n, np.nan)
+
+
+@dataclass
+class Trace:
+    """Top-1 token and its probability per layer at chosen positions: ``ids``/``probs`` are layers x positions."""
+
+    positions: list[tuple[int, int]]  # (row, position) in the batch
+    ids: np.ndarray
+    probs: np.ndarray
+
+
+def scope_masks(inputs: Mapping, image_token: int) -> dict[str, torch.Tensor]:
+    """Image and text positions (batch x seq, bool); padding belongs to neither."""
+    real = inputs["attention_mask"].bool()
+    image = (inputs["input_ids"] == image_token) & real
+    return {IMAGE: image, TEXT: real & ~image}
+
+
+@torch.no_grad()
+def logit_lens(
+    model: nn.Module,
+    inputs: Mapping,
+    scopes_masks: Mapping[str, torch.Tensor],
+    chunk_size: int = 4096,
+    trace: Sequence[tuple[int, int]] = (),
+) -> tuple[dict[str, ScopeStats], Trace]:
+    """Per-scope lens statistics of one batch, and the top tokens at the ``trace`` positions.
+
+    ``scopes_masks`` maps a scope name to a bool mask (batch x seq) of the positions it counts.
+    Only ``chunk_size`` x vocabulary logits (and their softmax) exist at any time.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    lens = LensHead(model)
+    layers = residual_stream(model, inputs)
+    device = layers[0].device
+    masks = {name: mask.to(device).bool() for name, mask in scopes_masks.items()}
+    union = torch.zeros_like(next(iter(masks.values())))
+    for mask in masks.values():
+        union |= mask
+    flat = {name: mask[union] for name, mask in masks.items()}  # scope membership of each counted position
+    index = torch.full(union.shape, -1, dtype=torch.long, device=device)
+    index[union] = torch.arange(int(union.sum()), device=device)
+    trace_index = [int(index[row, pos]) for row, pos in trace]
+    if any(i < 0 for i in trace_index):
+        raise LensError(f"trace positions must be counted positions: {list(trace)}")
+
+    stats = {name: ScopeStats.empty(len(layers)) for name in masks}
+    trace_ids = np.zeros((len(layers), len(trace)), dtype=np.int64)
+    trace_probs = np.zeros((len(layers), len(trace)), dtype=np.float64)
+    for layer, hidden in enumerate(layers):
+        rows = hidden[union]  # positions x hidden: one layer at a time
+        top_id = torch.empty(len(rows), dtype=torch.long, device=device)
+        top_prob = torch.empty(len(rows), dtype=torch.float32, device=device)
+        entropy = torch.empty(len(rows), dtype=torch.float32, device=device)
+        for start in range(0, len(rows), chunk_size):
+            logp = torch.log_softmax(lens(rows[start : start + chunk_size]), dim=-1)
+            p = logp.exp()
+            # 0 * log 0 = 0 (a -inf logit would otherwise give nan)
+            entropy[start : start + chunk_size] = -torch.where(p > 0, p * logp, 0.0).sum(-1)
+            top_prob[start : start + chunk_size], top_id[start : start + chunk_size] = p.max(-1)
+            del logp, p
+        for name, member in flat.items():
+            s = stats[name]
+            s.n[layer] += int(member.sum())
+            s.entropy_sum[layer] += entropy[member].double().sum().item()
+            s.entropy_sq_sum[layer] += entropy[member].double().pow(2).sum().item()
+            s.top_prob_sum[layer] += top_prob[member].double().sum().item()
+            ids, counts = torch.unique(top_id[member], return_counts=True)
+            s.top_ids[layer].update(dict(zip(ids.tolist(), counts.tolist())))
+        if trace_index:
+            trace_ids[layer] = top_id[trace_index].cpu().numpy()
+            trace_probs[layer] = top_prob[trace_index].double().cpu().numpy()
+    return stats, Trace(list(trace), trace_ids, trace_probs)
+
+
+def token_text(tokenizer, token_id: int) -> str:
+    """A token as readable text (special tokens kept; newlines and tabs escaped)."""
+    text = tokenizer.decode([token_id], skip_special_tokens=False).strip()
+    return json.dumps(text, ensure_ascii=False)[1:-1] or repr(tokenizer.convert_ids_to_tokens(token_id))
+
+
+class LensAccumulator:
+    """Lens statistics merged over batches, per domain; gives the tidy table of the logit lens."""
+
+    def __init__(self, model_name: str = ""):
+        self.model_name = model_name
+        self.stats: dict[str, dict[str, ScopeStats]] = {}
+        self.samples: Counter = Counter()
+
+    def add(self, domain: str, stats: Mapping[str, ScopeStats], samples: int) -> None:
+        current = self.stats.setdefault(domain, {})
+        for scope, value in stats.items():
+            current[scope] = current[scope].merge(value) if scope in current else value
+        self.samples[domain] += samples
+
+    def scope_stats(self, domain: str) -> dict[str, ScopeStats]:
+        """The domain's statistics per scope, with ``all`` = image + text when not given directly."""
+        stats = dict(self.stats[domain])
+        if ALL not in stats and IMAGE in stats and TEXT in stats:
+            stats[ALL] = stats[IMAGE].merge(stats[TEXT])
+        return stats
+
+    def table(self, tokenizer, top_tokens: int = 5) -> pd.DataFrame:
+        """One row per (domain, scope, layer); ``top_tokens`` lists the most frequent top-1 tokens
+        with their share of positions, e.g. ``"</s> 0.41; the 0.10"``."""
+        rows = []
+        for domain in sorted(self.stats):
+            for scope, s in sorted(self.scope_stats(domain).items(), key=lambda item: _scope_order(item[0])):
+                means, stds, probs = s.entropy_mean(), s.entropy_std(), s.top_prob_mean()
+                for layer in range(s.layers):
+                    common = s.top_ids[layer].most_common(top_tokens)
+                    rows.append({
+                        "model": self.model_name, "domain": domain, "scope": scope, "layer": layer,
+                        "n": int(s.n[layer]), "samples": self.samples[domain],
+                        "entropy_mean": means[layer], "entropy_std": stds[layer], "top_prob_mean": probs[layer],
+                        "top_tokens": "; ".join(f"{token_text(tokenizer, i)} {c / s.n[layer]:.2f}" for i, c in common),
+                    })
+        return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+def _scope_order(scope: str) -> tuple[int, str]:
+    return (SCOPES.index(scope) if scope in SCOPES else len(SCOPES), scope)
+
+
+@dataclass
+class LensRun:
+    accumulator: LensAccumulator
+    examples: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)  # {sample_id, domain, reason}
+    settings: dict = field(default_factory=dict)
+
+
+def _trace_positions(masks: Mapping[str, torch.Tensor], row: int, image_positions: int, text_positions: int):
+    """A few image positions spread over the image, and the last text positions (where the answer starts)."""
+    image = masks[IMAGE][row].nonzero().flatten().tolist()
+    text = masks[TEXT][row].nonzero().flatten().tolist()
+    if len(image) > image_positions:
+        image = [image[round(i)] for i in np.linspace(0, len(image) - 1, image_positions)]
+    return [(IMAGE, p) for p in image] + [(TEXT, p) for p in text[-text_positions:]]
+
+
+def _example(processor, sample: Sample, inputs, row: int, chosen, trace: Trace, offset: int) -> dict:
+    tokenizer = processor.tokenizer
+    ids = trace.ids[:, offset : offset + len(chosen)]
+    probs = trace.probs[:, offset : offset + len(chosen)]
+    return {
+        "sample_id": sample.sample_id, "domain": sample.domain, "question": sample.question,
+        "positions": [
+            {"position": int(pos), "scope": scope,
+             "input_token": token_text(tokenizer, int(inputs["input_ids"][row, pos]))}
+            for scope, pos in chosen
+        ],
+        "top_tokens": [[token_text(tokenizer, int(i)) for i in layer] for layer in ids],
+        "top_probs": [[round(float(p), 4) for p in layer] for layer in probs],
+    }
+
+
+def _prompt_text(processor, arch: str, template: str, question: str, chat: bool) -> str:
+    text = template.format(question=question)
+    if chat:
+        return user_turn(processor, text.replace("<image>", "").strip())
+    return image_prompt(arch, text)
+
+
+def run_lens(
+    model: nn.Module,
+    processor,
+    samples: Iterable[Sample],
+    prompt_template: str = DEFAULT_PROMPT,
+    batch_size: int = 8,
+    chunk_size: int = 4096,
+    chat: bool = False,
+    examples_per_domain: int = 2,
+    image_positions: int = 6,
+    text_positions: int = 4,
+    model_name: str = "",
+    progress: bool = True,
+) -> LensRun:
+    """The logit lens over ``samples`` (any mix of domains; batches never mix domains).
+
+    Prompts: ``prompt_template`` with ``{question}`` and one ``<image>``, rewritten for the model's
+    architecture (or, with ``chat``, wrapped as one user turn of the processor's chat template).
+    Corrupt images are logged by sample id and listed in ``skipped``; the rest go on.
+    """
+    if "{question}" not in prompt_template:
+        raise ValueError(f"the prompt template needs a {{question}} field: {prompt_template!r}")
+    arch = model.config.model_type
+    image_token = image_token_id(model)
+    tokenizer = processor.tokenizer
+    run = LensRun(LensAccumulator(model_name), settings={
+        "prompt": prompt_template, "chat": chat, "batch_size": batch_size, "chunk_size": chunk_size})
+    by_domain: dict[str, list[Sample]] = {}
+    for sample in samples:
+        by_domain.setdefault(sample.domain, []).append(sample)
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    model.eval()
+    try:
+        for domain, group in sorted(by_domain.items()):
+            batches = range(0, len(group), batch_size)
+            for start in tqdm(batches, desc=f"lens {domain}", unit="batch", disable=not progress):
+                batch, images = [], []
+                for sample in group[start : start + batch_size]:
+                    try:
+                        images.append(decode_image(sample))
+                        batch.append(sample)
+                    except SampleError as error:
+                        log.warning("skipping %s", error)
+                        run.skipped.append({"sample_id": sample.sample_id, "domain": domain, "reason": str(error)})
+                if not batch:
+                    continue
+                prompts = [_prompt_text(processor, arch, prompt_template, s.question, chat) for s in batch]
+                inputs = processor(images=images, text=prompts, padding=True, return_tensors="pt")
+                inputs = inputs.to(model.device).to(model.dtype)  # casts only the floating tensors (pixels)
+                masks = scope_masks(inputs, image_token)
+                wanted = max(0, examples_per_domain - sum(e["domain"] == domain for e in run.examples))
+                chosen = [_trace_positions(masks, row, image_positions, text_positions)
+                          for row in range(min(wanted, len(batch)))]
+                trace = [(row, pos) for row, picks in enumerate(chosen) for _, pos in picks]
+                stats, traced = logit_lens(model, inputs, masks, chunk_size=chunk_size, trace=trace)
+                run.accumulator.add(domain, stats, len(batch))
+                offset = 0
+                for row, picks in enumerate(chosen):
+                    run.examples.append(_example(processor, batch[row], inputs, row, picks, traced, offset))
+                    offset += len(picks)
+    finally:
+        tokenizer.padding_side = padding_side
+    if run.skipped:
+        log.warning("skipped %d sample(s) with unusable images", len(run.skipped))
+    return run
