@@ -9,7 +9,14 @@ import sys
 # Each module defines ``add_parser(subparsers)``, whose parser sets ``func`` to its runner.
 COMMANDS = (
     "make_data",
+    "contact_sheet",
     "train_demo",
+    "extract",
+    "merge",
+    "select",
+    "lens",
+    "ablate",
+    "score",
 )
 
 

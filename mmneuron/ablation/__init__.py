@@ -1,0 +1,1 @@
+"""The deactivation experiment: conditions, answers under ablation, likelihoods and scores."""

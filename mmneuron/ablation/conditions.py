@@ -1,0 +1,97 @@
+"""Ablation conditions: which sites are deactivated, whose neurons, and the random controls.
+
+A condition is named by the sites it deactivates: ``none``, one site (``lm``), sites joined by
+``+`` (``qformer+query``) or ``all`` (every site of the neuron file). Applied to an evaluation
+domain it deactivates a *source* domain's neurons in those sites - the evaluation domain itself,
+or another one for the cross-domain matrix - or, as the random control, as many random neurons
+per site and layer as that set has, drawn uniformly without replacement from the same site and
+layer with a seeded generator.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from mmneuron.selection import Selection
+
+NONE, ALL = "none", "all"
+OWN, RANDOM = "domain", "random"  # the kinds of neuron sets (the ``control`` field of the outputs)
+# The paper's conditions (SPEC section 4), by model type.
+PAPER_CONDITIONS = {
+    "llava_next": (NONE, "lm", "vision", "projector", ALL),
+    "instructblip": (NONE, "lm", "vision", "qformer+query", "vision+qformer+query", ALL),
+}
+
+Pairs = list[tuple[int, int]]
+
+
+class ConditionError(ValueError):
+    """A condition that cannot be applied: bad name, unknown site or domain."""
+
+
+def condition_sites(name: str, available: list[str]) -> tuple[str, ...]:
+    """The sites that condition ``name`` deactivates, out of the ``available`` ones (in their order)."""
+    if name == NONE:
+        return ()
+    if name == ALL:
+        return tuple(available)
+    sites = name.split("+")
+    unknown = [site for site in sites if site not in available]
+    if unknown or not all(sites) or len(set(sites)) != len(sites):
+        raise ConditionError(
+            f"condition {name!r}: expected {NONE!r}, {ALL!r} or distinct sites joined by '+' out of {available}"
+            + (f"; unknown site(s) {unknown}" if unknown else "")
+        )
+    return tuple(sites)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One run's intervention: ``name`` applied with the ``source`` domain's neurons, or with a
+    random control drawn with ``seed`` (``source`` None means the evaluation domain)."""
+
+    name: str
+    seed: int | None = None
+    source: str | None = None
+
+    @property
+    def control(self) -> str:
+        return OWN if self.seed is None else RANDOM
+
+    def __post_init__(self) -> None:
+        if self.name == NONE and (self.seed is not None or self.source is not None):
+            raise ConditionError("condition 'none' deactivates nothing: it takes no random seed or source domain")
+
+    def neurons(self, selection: Selection, domain: str) -> dict[str, Pairs]:
+        """Per site, the ``(layer, neuron)`` pairs deactivated when evaluating ``domain``."""
+        source = self.source or domain
+        if source not in selection.domains:
+            raise ConditionError(f"domain {source!r} has no neuron set; the neuron file has {selection.domains}")
+        sites = condition_sites(self.name, list(selection.sites))
+        own = {}
+        for site in sites:
+            pairs = selection.sites[site].by_domain.get(source)
+            if pairs is None:
+                raise ConditionError(f"site '{site}' of the neuron file lists no set for domain {source!r}")
+            own[site] = sorted(pairs)
+        if self.seed is None:
+            return own
+        return {site: random_control(own[site], selection.sites[site].width, site, self.seed) for site in sites}
+
+
+def random_control(pairs: Pairs, width: int, site: str, seed: int) -> Pairs:
+    """As many neurons per layer as ``pairs`` has, drawn uniformly without replacement from the
+    layer's ``width`` neurons. The generator is seeded by ``seed`` and the site's name, so a
+    site's draw does not depend on which other sites a condition holds."""
+    per_layer: dict[int, int] = {}
+    for layer, _ in pairs:
+        per_layer[layer] = per_layer.get(layer, 0) + 1
+    if any(count > width for count in per_layer.values()):
+        raise ConditionError(f"site '{site}': more neurons in a layer than its width {width}")
+    rng = np.random.default_rng([seed, zlib.crc32(site.encode())])
+    drawn = []
+    for layer in sorted(per_layer):
+        drawn += [(layer, int(neuron)) for neuron in rng.choice(width, size=per_layer[layer], replace=False)]
+    return sorted(drawn)

@@ -1,0 +1,138 @@
+"""Score answers files: the tidy score table with effect sizes, and the random controls' distribution.
+
+Each answers file is one run (model, condition, control, seed, source domain, domain). Every
+sample is scored with its domain's metric (``mmneuron.vqa.metrics`` by name, or ``lingo_judge``);
+when the records carry it, the reference answer's mean log-likelihood is a second metric,
+``reference_loglik``. :func:`mmneuron.vqa.effects.score_table` then gives the mean with its
+bootstrap interval and the paired change against ``none`` on the same samples.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from mmneuron.ablation.conditions import OWN, RANDOM
+from mmneuron.ablation.run import AblationError, read_answers
+from mmneuron.vqa.effects import SCORE_COLUMNS, score_table, summarize_random_controls
+from mmneuron.vqa.metrics import get_metric
+
+LINGO_JUDGE = "lingo_judge"
+LOGLIK = "reference_loglik"
+RUN_FIELDS = ("model", "condition", "control", "seed", "source_domain", "domain")
+TABLE_COLUMNS = (*RUN_FIELDS, *SCORE_COLUMNS[3:])
+RANDOM_COLUMNS = (
+    "model", "condition", "source_domain", "domain", "metric", "seeds",
+    "value_mean", "value_std", "value_min", "value_max",
+    "delta_mean", "delta_std", "delta_min", "delta_max", "own_delta", "p_empirical",
+)
+
+
+@dataclass(frozen=True)
+class Run:
+    model: str
+    condition: str
+    control: str
+    seed: int | None
+    source_domain: str
+    domain: str
+
+    @property
+    def label(self) -> str:
+        """A condition name unique per run of a model and domain, for the score table's keys."""
+        if self.control == RANDOM:
+            return f"{self.condition}~random{self.seed}~from:{self.source_domain}"
+        if self.source_domain != self.domain:
+            return f"{self.condition}~from:{self.source_domain}"
+        return self.condition
+
+
+def load_runs(paths: Sequence[str | Path]) -> dict[Run, list[dict]]:
+    """The records of each file, keyed by run; files that mix runs or repeat one raise."""
+    runs: dict[Run, list[dict]] = {}
+    where: dict[Run, Path] = {}
+    for path in map(Path, paths):
+        records = read_answers(path)
+        if not records:
+            raise AblationError(f"{path}: no answers")
+        try:
+            found = {Run(*(record[field] for field in RUN_FIELDS)) for record in records}
+        except KeyError as error:
+            raise AblationError(f"{path}: a record lacks the field {error}") from None
+        if len(found) != 1:
+            raise AblationError(f"{path}: records of {len(found)} different runs, expected one per file")
+        run = found.pop()
+        if run.control not in (OWN, RANDOM):
+            raise AblationError(f"{path}: unknown control {run.control!r}")
+        if run in runs:
+            raise AblationError(f"{path} and {where[run]} hold the same run ({run})")
+        runs[run], where[run] = records, path
+    return runs
+
+
+def _sample_scores(run: Run, records: list[dict], metric: str, judge) -> dict[str, float]:
+    ids = [record["sample_id"] for record in records]
+    if metric == LINGO_JUDGE:
+        if judge is None:
+            raise AblationError(f"domain {run.domain} is scored by {LINGO_JUDGE}, but no judge was given")
+        correct = judge.score(
+            [r["question"] for r in records], [r["references"] for r in records], [r["prediction"] for r in records]
+        )
+        return dict(zip(ids, map(float, correct)))
+    function = get_metric(metric)
+    scores = {}
+    for record in records:
+        try:
+            scores[record["sample_id"]] = function(record["prediction"], record["references"])
+        except ValueError as error:
+            raise AblationError(f"{run.model}/{run.label}/{run.domain}, sample {record['sample_id']}: {error}") from None
+    return scores
+
+
+def score_runs(
+    runs: Mapping[Run, list[dict]],
+    metrics: Mapping[str, str],
+    judge=None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The tidy score table: one row per run and metric (columns :data:`TABLE_COLUMNS`)."""
+    scores, by_label = {}, {}
+    for run, records in runs.items():
+        if run.domain not in metrics:
+            raise AblationError(f"no metric configured for domain {run.domain!r} (configured: {sorted(metrics)})")
+        by_label[run.model, run.label, run.domain] = run
+        metric = metrics[run.domain]
+        scores[run.model, run.label, run.domain, metric] = _sample_scores(run, records, metric, judge)
+        logliks = {record["sample_id"]: record.get(LOGLIK) for record in records}
+        if all(value is not None for value in logliks.values()):
+            scores[run.model, run.label, run.domain, LOGLIK] = logliks
+    table = score_table(scores, n_boot=n_boot, seed=seed)
+    runs_of_rows = [by_label[model, label, domain] for model, label, domain in
+                    zip(table["model"], table["condition"], table["domain"])]
+    for field in RUN_FIELDS[1:5]:
+        table[field] = [getattr(run, field) for run in runs_of_rows]
+    table["seed"] = table["seed"].astype("Int64")
+    return table[list(TABLE_COLUMNS)]
+
+
+def summarize_random(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, condition, source, domain, metric): the random controls' values and changes as a
+    distribution over seeds, the own set's change, and the empirical one-sided p-value
+    ``(1 + #seeds whose change <= own change) / (1 + #seeds)`` (small: the own set hurts more)."""
+    keys = ["model", "condition", "source_domain", "domain", "metric"]
+    random = table[table["control"] == RANDOM]
+    own = table[table["control"] == OWN].set_index(keys)["delta"]
+    rows = []
+    for key, group in random.groupby(keys, sort=False):
+        values = summarize_random_controls(group["value"].to_numpy())
+        deltas = group["delta"].to_numpy(dtype=float)
+        delta = summarize_random_controls(deltas) if np.isfinite(deltas).all() else dict.fromkeys(values, np.nan)
+        own_delta = float(own.get(key, np.nan))
+        p = (1 + int((deltas <= own_delta).sum())) / (1 + len(deltas)) if np.isfinite(own_delta) else np.nan
+        rows.append((*key, values["n"], values["mean"], values["std"], values["min"], values["max"],
+                     delta["mean"], delta["std"], delta["min"], delta["max"], own_delta, p))
+    return pd.DataFrame(rows, columns=list(RANDOM_COLUMNS))

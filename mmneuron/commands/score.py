@@ -1,0 +1,71 @@
+"""``mmneuron score``: score ablation answers, with effect sizes against ``none`` and figures."""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from ..ablation.run import AblationError
+from ..ablation.scoring import LINGO_JUDGE, load_runs, score_runs, summarize_random
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "score",
+        help="score answers files: tidy score table, random-control summary, figures",
+        description="Outputs not named go beside --out: {stem}_random.csv (the random controls over seeds).",
+    )
+    parser.add_argument("answers", nargs="+", type=Path, metavar="ANSWERS.jsonl", help="answers of `mmneuron ablate`")
+    parser.add_argument("--metrics", nargs="+", required=True, metavar="DOMAIN=METRIC",
+                        help=f"metric per domain: a name of mmneuron.vqa.metrics or {LINGO_JUDGE}")
+    parser.add_argument("--out", required=True, type=Path, help="tidy score CSV")
+    parser.add_argument("--random-out", type=Path, help="random-control summary CSV")
+    parser.add_argument("--figures", type=Path, help="folder for the figures (PNG and PDF); none if omitted")
+    parser.add_argument("--judge", help=f"Lingo-Judge folder or id, for domains scored by {LINGO_JUDGE}")
+    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--device", default="cpu", help="device of the judge")
+    parser.set_defaults(func=run)
+
+
+def _metrics(pairs: list[str]) -> dict[str, str]:
+    metrics = {}
+    for pair in pairs:
+        domain, _, metric = pair.partition("=")
+        if not domain or not metric:
+            raise SystemExit(f"mmneuron score: --metrics expects DOMAIN=METRIC, got {pair!r}")
+        metrics[domain] = metric
+    return metrics
+
+
+def run(args: argparse.Namespace) -> int:
+    metrics = _metrics(args.metrics)
+    judge = None
+    if LINGO_JUDGE in metrics.values():
+        if not args.judge:
+            raise SystemExit(f"mmneuron score: a domain is scored by {LINGO_JUDGE}; give --judge")
+        from ..vqa.judge import JudgeUnavailable, LingoJudge
+
+        try:
+            judge = LingoJudge.load(args.judge, device=args.device)
+        except JudgeUnavailable as error:
+            raise SystemExit(f"mmneuron score: {error}") from None
+    try:
+        table = score_runs(load_runs(args.answers), metrics, judge=judge, n_boot=args.n_boot, seed=args.seed)
+    except (AblationError, ValueError) as error:
+        raise SystemExit(f"mmneuron score: {error}") from None
+    summary = summarize_random(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    random_out = args.random_out or args.out.with_name(f"{args.out.stem}_random.csv")
+    random_out.parent.mkdir(parents=True, exist_ok=True)
+    summary.to_csv(random_out, index=False)
+    if args.figures:
+        from ..plots.ablation import plot_all  # here, not at the top: every mmneuron command imports this module
+
+        plot_all(table, summary, args.figures)
+    log.info("%d score row(s) from %d file(s) -> %s; %d random-control row(s) -> %s",
+             len(table), len(args.answers), args.out, len(summary), random_out)
+    return 0

@@ -1,0 +1,336 @@
+"""The ablation experiment: conditions, random controls, answers, likelihoods, scores, CLI."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from mmneuron.ablation.conditions import (
+    PAPER_CONDITIONS,
+    Condition,
+    ConditionError,
+    condition_sites,
+    random_control,
+)
+from mmneuron.ablation.likelihood import answer_loglik, reference_answer
+from mmneuron.ablation.run import AblationError, Settings, format_prompt, read_answers, run_ablation, write_answers
+from mmneuron.ablation.scoring import LOGLIK, load_runs, score_runs, summarize_random
+from mmneuron.cli import main
+from mmneuron.data import synthetic
+from mmneuron.data.samples import Sample, encode_png, write_samples
+from mmneuron.models.demo import build_demo_model, build_demo_processor
+from mmneuron.models.generation import encode
+from mmneuron.models.sites import image_prompt, resolve_sites, site_names
+from mmneuron.models.tiny import build_tiny, save_tiny
+from mmneuron.selection import Selection, SiteSelection
+
+
+def _image(i: int, size=(40, 30)) -> Image.Image:
+    rng = np.random.default_rng(i)
+    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def _selection(model, by_domain: dict[str, dict[str, list]]) -> Selection:
+    """A neuron file's content for ``model``: per site, per domain, (layer, neuron) pairs."""
+    sites = {}
+    for site in resolve_sites(model):
+        sets = {domain: sorted(map(tuple, per_site.get(site.name, []))) for domain, per_site in by_domain.items()}
+        sites[site.name] = SiteSelection(
+            layers=site.layers, width=site.width, scope="all", inert_layers=list(site.inert_layers), tau=0.1,
+            tau_assign=0.1, candidates=10, k=10, entropy_cutoff=0.5, by_domain=sets, unassigned=[],
+        )
+    return Selection(model="tiny", domains=sorted(by_domain), samples={d: 4 for d in by_domain},
+                     parameters={"top_rate": 0.01}, sites=sites)
+
+
+NEURONS = {
+    "rs": {"lm": [(0, 1), (0, 9), (1, 3)], "vision": [(0, 2), (2, 7)], "projector": [(0, 4)]},
+    "med": {"lm": [(1, 30), (1, 31)], "vision": [(1, 5)], "projector": []},
+}
+
+
+@pytest.fixture(scope="module")
+def llava_next():
+    model, processor = build_tiny("llava_next")
+    return model, processor, _selection(model, NEURONS)
+
+
+# --- conditions and random controls -------------------------------------------------------------
+
+
+def test_condition_names():
+    sites = ["lm", "vision", "projector"]
+    assert condition_sites("none", sites) == ()
+    assert condition_sites("all", sites) == ("lm", "vision", "projector")
+    assert condition_sites("vision+projector", sites) == ("vision", "projector")
+    for bad in ("qformer", "lm+lm", "lm+", ""):
+        with pytest.raises(ConditionError, match="condition"):
+            condition_sites(bad, sites)
+    for model_type, names in PAPER_CONDITIONS.items():
+        for name in names:
+            condition_sites(name, list(site_names(model_type)))
+    with pytest.raises(ConditionError, match="none"):
+        Condition("none", seed=1)
+
+
+def test_own_and_cross_domain_neurons(llava_next):
+    _, _, selection = llava_next
+    assert Condition("none").neurons(selection, "rs") == {}
+    assert Condition("lm").neurons(selection, "rs") == {"lm": [(0, 1), (0, 9), (1, 3)]}
+    assert Condition("lm+projector", source="med").neurons(selection, "rs") == {"lm": [(1, 30), (1, 31)], "projector": []}
+    with pytest.raises(ConditionError, match="'doc' has no neuron set"):
+        Condition("lm").neurons(selection, "doc")
+
+
+def test_a_neuron_file_of_another_model_is_refused(llava_next):
+    model, processor, selection = llava_next
+    samples = _mixed_samples("rs", 1)
+    other = _selection(build_tiny("instructblip")[0], {"rs": {}})
+    with pytest.raises(AblationError, match="site '(vision|qformer)'"):
+        run_ablation(model, processor, samples, other, Condition("none"), Settings(), "x", progress=False)
+    wider = _selection(model, NEURONS)
+    wider.sites["lm"].width = 65
+    with pytest.raises(AblationError, match="'lm' has 2 layers x 65 neurons, the model's has 2 x 64"):
+        run_ablation(model, processor, samples, wider, Condition("none"), Settings(), "x", progress=False)
+
+
+def test_random_control_matches_per_layer_counts_is_seeded_and_stays_in_the_site():
+    own = [(0, 1), (0, 9), (2, 3), (2, 4), (2, 5), (5, 0)]
+    draws = {seed: random_control(own, 16, "vision", seed) for seed in (1, 2, 3)}
+    for drawn in draws.values():
+        assert sorted(layer for layer, _ in drawn) == sorted(layer for layer, _ in own)
+        assert len(set(drawn)) == len(drawn)
+        assert all(0 <= neuron < 16 for _, neuron in drawn)
+    assert random_control(own, 16, "vision", 1) == draws[1]
+    assert draws[1] != draws[2] and draws[2] != draws[3]
+    assert random_control(own, 16, "lm", 1) != draws[1]  # the site is part of the seed
+    assert random_control([(0, n) for n in range(16)], 16, "vision", 1) == [(0, n) for n in range(16)]
+    with pytest.raises(ConditionError, match="more neurons"):
+        random_control([(0, 1)] * 17, 16, "vision", 1)
+
+
+def test_random_condition_per_site_independent_of_the_other_sites(llava_next):
+    _, _, selection = llava_next
+    both = Condition("lm+vision", seed=4).neurons(selection, "rs")
+    assert both["lm"] == Condition("lm", seed=4).neurons(selection, "rs")["lm"]
+    for site, pairs in both.items():
+        own = selection.sites[site].by_domain["rs"]
+        assert sorted(l for l, _ in pairs) == sorted(l for l, _ in own)
+        assert all(n < selection.sites[site].width for _, n in pairs)
+
+
+# --- prompts, answers, likelihood ---------------------------------------------------------------
+
+
+def test_prompts_from_templates():
+    demo = build_demo_processor(synthetic.vocabulary())
+    sample = Sample("m-1", "med", "which organ?", ["B"], b"", {"options": ["lung", "heart"], "question_type": "organ"})
+    settings = Settings(prompt="{question}\n{options}\nType: {question_type}", chat=True)
+    assert format_prompt(demo, "llava_next", settings, sample) == (
+        "USER: <image>\nwhich organ?\nA. lung\nB. heart\nType: organ ASSISTANT:"
+    )
+    plain = Settings(prompt="Question: {question}")
+    assert format_prompt(demo, "llava_next", plain, sample) == "<image>\nQuestion: which organ?"
+    assert format_prompt(demo, "instructblip", plain, sample) == "Question: which organ?"
+    with pytest.raises(AblationError, match="m-1.*'role'"):
+        format_prompt(demo, "llava_next", Settings(prompt="{question} {role}"), sample)
+    with pytest.raises(AblationError, match="question"):
+        Settings(prompt="no field")
+    with pytest.raises(AblationError, match="decoding"):
+        Settings(decoding="beam")
+
+
+def _mixed_samples(domain: str, count: int) -> list[Sample]:
+    questions = ["what colour are the roofs?", "is there a river?", "how many buildings are there in the picture?"]
+    answers = ["red", "no", "2"]
+    return [Sample(f"{domain}-{i}", domain, questions[i % 3], [answers[i % 3]],
+                   encode_png(_image(i, (48 + 16 * (i % 3), 40 + 8 * (i % 2))))) for i in range(count)]
+
+
+def test_generation_does_not_depend_on_the_batch_size():
+    processor = build_demo_processor(synthetic.vocabulary())
+    model = build_demo_model(processor, seed=3).eval()
+    sites = resolve_sites(model)
+    neurons = {"rs": {"lm": [(1, n) for n in range(0, 176, 5)], "vision": [(0, n) for n in range(0, 128, 7)]}}
+    selection = _selection(model, neurons)
+    samples = _mixed_samples("rs", 5)
+    settings = {bs: Settings(prompt="{question}", chat=True, batch_size=bs, max_new_tokens=4) for bs in (1, 4)}
+    outputs = {}
+    for name in ("none", "lm+vision"):
+        for bs in (1, 4):
+            records, skipped = run_ablation(model, processor, samples, selection, Condition(name), settings[bs],
+                                            "demo", progress=False)
+            assert not skipped
+            outputs[name, bs] = [(r["prediction"], r["reference_loglik"]) for r in records]
+        assert [p for p, _ in outputs[name, 1]] == [p for p, _ in outputs[name, 4]]
+        assert np.allclose([l for _, l in outputs[name, 1]], [l for _, l in outputs[name, 4]], atol=1e-5)
+    assert [l for _, l in outputs["none", 1]] != [l for _, l in outputs["lm+vision", 1]]
+    assert all(len(module._forward_hooks) == 0 for site in sites for module in site.modules)
+
+
+def test_instructblip_answers_do_not_depend_on_the_batch_size():
+    model, processor = build_tiny("instructblip")
+    selection = _selection(model, {"rs": {"qformer": [(0, 3)], "query": [(1, 8)], "lm": [(0, 5)]}})
+    samples = _mixed_samples("rs", 3)
+    outputs = {}
+    for bs in (1, 3):
+        records, _ = run_ablation(model, processor, samples, selection, Condition("qformer+query+lm"),
+                                  Settings(batch_size=bs, max_new_tokens=3), "tiny", progress=False)
+        outputs[bs] = records
+    assert [r["prediction"] for r in outputs[1]] == [r["prediction"] for r in outputs[3]]
+    assert np.allclose([r["reference_loglik"] for r in outputs[1]], [r["reference_loglik"] for r in outputs[3]], atol=1e-5)
+    inputs = encode(processor, [_image(0)] * 3, [s.question for s in samples], model)
+    mask = inputs["qformer_attention_mask"]
+    assert (mask == 0).any()
+    assert torch.equal(mask, mask.sort(dim=1, descending=True, stable=True).values)  # instructions padded on the right
+
+
+def test_compat_sampling_is_seeded_and_leaves_the_global_rng(llava_next):
+    model, processor, selection = llava_next
+    samples = _mixed_samples("rs", 3)
+    runs = []
+    state = torch.random.get_rng_state()
+    for seed in (5, 5, 6):
+        settings = Settings(decoding="compat", seed=seed, max_new_tokens=6, likelihood=False)
+        records, _ = run_ablation(model, processor, samples, selection, Condition("lm"), settings, "tiny", progress=False)
+        runs.append([r["prediction"] for r in records])
+        assert records[0]["reference_loglik"] is None and records[0]["settings"]["temperature"] == 0.9
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
+def test_log_likelihood_equals_a_direct_computation(llava_next):
+    model, processor, _ = llava_next
+    prompts = [image_prompt("llava_next", "<image>\nWhat colour is the car?"),
+               image_prompt("llava_next", "<image>\nHow many people are in the picture on the left?")]
+    images = [_image(0), _image(1, (56, 30))]
+    answers = ["red car", "two"]
+    result = answer_loglik(model, processor, prompts, images, answers, batch_size=2, progress=False)
+    # direct: one sample alone, no padding, every position's logits
+    full = processor(images=[images[0]], text=[prompts[0] + " red car"], return_tensors="pt")
+    answer_ids = processor.tokenizer(" red car", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(**full).logits[0].double()
+    ids = full["input_ids"][0]
+    start = len(ids) - len(answer_ids)
+    assert ids[start:].tolist() == answer_ids
+    expected = sum(torch.log_softmax(logits[t - 1], -1)[ids[t]].item() for t in range(start, len(ids))) / len(answer_ids)
+    assert result[0][1] == len(answer_ids) == 2
+    assert result[0][0] == pytest.approx(expected, abs=1e-5)
+    assert result[1][1] == 1
+    assert reference_answer(["a", "b", "b", "a", "c"]) == "a" and reference_answer(["x", "y", "y"]) == "y"
+
+
+# --- scoring ------------------------------------------------------------------------------------
+
+REFS = {"s0": ["yes"], "s1": ["no"], "s2": ["2"], "s3": ["red"]}
+
+
+def _run_file(tmp_path, condition, predictions, seed=None, source=None, domain="rs", logliks=None, refs=REFS):
+    control = "domain" if seed is None else "random"
+    records = [
+        {"model": "m", "condition": condition, "control": control, "seed": seed, "source_domain": source or domain,
+         "domain": domain, "sample_id": sid, "question": "q?", "prediction": pred, "references": refs[sid],
+         "reference_loglik": None if logliks is None else logliks[i]}
+        for i, (sid, pred) in enumerate(zip(refs, predictions))
+    ]
+    name = f"{condition}_{seed}_{source}_{domain}.jsonl"
+    return write_answers(records, tmp_path / name)
+
+
+def test_scores_and_random_controls_by_hand(tmp_path):
+    files = [
+        _run_file(tmp_path, "none", ["yes", "no", "2", "blue"], logliks=[-1, -2, -3, -2]),
+        _run_file(tmp_path, "lm", ["Yes.", "yes", "3", "blue"], logliks=[-2, -2, -4, -4]),
+        _run_file(tmp_path, "lm", ["yes", "no", "1", "blue"], seed=1, logliks=[-1, -2, -3, -2]),
+        _run_file(tmp_path, "lm", ["yes", "no", "2", "blue"], seed=2, logliks=[-1, -2, -3, -3]),
+        _run_file(tmp_path, "lm", ["yes", "no", "2", "red"], source="med"),
+        _run_file(tmp_path, "none", ["two"], domain="com", refs={"c0": ["2"] * 3 + ["3"] * 7}),
+    ]
+    table = score_runs(load_runs(files), {"rs": "exact_match", "com": "vqa_accuracy"}, n_boot=200)
+    rows = table.set_index(["condition", "control", "seed", "source_domain", "domain", "metric"])
+    none = rows.loc[("none", "domain", pd.NA, "rs", "rs", "exact_match")]
+    assert (none.value, none.n, none.delta) == (0.75, 4, 0.0)
+    lm = rows.loc[("lm", "domain", pd.NA, "rs", "rs", "exact_match")]
+    assert lm.value == 0.25 and lm.delta == -0.5 and -1 <= lm.delta_low <= -0.5 <= lm.delta_high <= 0
+    assert lm.ci_low <= 0.25 <= lm.ci_high
+    assert rows.loc[("lm", "domain", pd.NA, "rs", "rs", LOGLIK)].delta == pytest.approx(-1.0)  # -3 against -2
+    assert rows.loc[("lm", "domain", pd.NA, "med", "rs", "exact_match")].delta == 0.25
+    assert rows.loc[("none", "domain", pd.NA, "com", "com", "vqa_accuracy")].value == pytest.approx(0.9)
+    assert list(table.columns[:7]) == ["model", "condition", "control", "seed", "source_domain", "domain", "metric"]
+
+    summary = summarize_random(table).set_index("metric")
+    accuracy = summary.loc["exact_match"]
+    assert accuracy.seeds == 2 and accuracy.value_mean == 0.625 and accuracy.value_min == 0.5
+    assert accuracy.value_std == pytest.approx(math.sqrt(2 * 0.125**2))
+    assert (accuracy.delta_min, accuracy.delta_max, accuracy.own_delta) == (-0.25, 0.0, -0.5)
+    assert accuracy.p_empirical == pytest.approx(1 / 3)
+    assert summary.loc[LOGLIK].delta_min == -0.25 and summary.loc[LOGLIK].p_empirical == pytest.approx(1 / 3)
+
+
+def test_scoring_errors_name_the_file(tmp_path):
+    good = _run_file(tmp_path, "none", ["yes", "no", "2", "blue"])
+    with pytest.raises(AblationError, match="no metric configured for domain 'rs'"):
+        score_runs(load_runs([good]), {"com": "vqa_accuracy"})
+    with pytest.raises(AblationError, match="same run"):
+        load_runs([good, good])
+    mixed = tmp_path / "mixed.jsonl"
+    lines = good.read_text().splitlines()
+    mixed.write_text(lines[0] + "\n" + lines[1].replace('"rs"', '"com"') + "\n")
+    with pytest.raises(AblationError, match="mixed.jsonl: records of 2 different runs"):
+        load_runs([mixed])
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(lines[0] + "\n{oops\n")
+    with pytest.raises(AblationError, match="broken.jsonl, line 2"):
+        read_answers(broken)
+    with pytest.raises(AblationError, match="lingo_judge.*no judge"):
+        score_runs(load_runs([good]), {"rs": "lingo_judge"})
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+def test_cli_end_to_end(tmp_path):
+    model_dir = save_tiny("llava_next", tmp_path / "model")
+    model, _ = build_tiny("llava_next")
+    neurons = _selection(model, NEURONS).save(tmp_path / "neurons.json")
+    samples = synthetic.generate("rs", "eval", 3, seed=0)
+    samples.append(Sample("rs-broken", "rs", "is there a river?", ["no"], b"not an image", {}))
+    data = tmp_path / "rs.parquet"
+    write_samples(samples, data)
+    common = ["--model", str(model_dir), "--neurons", str(neurons), "--data", str(data),
+              "--max-new-tokens", "3", "--device", "cpu", "--name", "tiny"]
+    runs = {"none": [], "lm": [], "all": [], "lm_r1": ["--random-seed", "1"], "lm_r2": ["--random-seed", "2"],
+            "all_med": ["--source-domain", "med"]}
+    outputs = []
+    for name, extra in runs.items():
+        out = tmp_path / "answers" / f"{name}.jsonl"
+        assert main(["ablate", *common, "--condition", name.split("_")[0], *extra, "--out", str(out)]) == 0
+        outputs.append(out)
+    records = read_answers(outputs[1])
+    assert [r["sample_id"] for r in records] == ["rs-eval-00000", "rs-eval-00001", "rs-eval-00002"]  # broken skipped
+    first = records[0]
+    assert (first["model"], first["condition"], first["control"], first["seed"], first["domain"]) == ("tiny", "lm", "domain", None, "rs")
+    assert first["deactivated"] == 3 and first["sites"] == ["lm"] and first["settings"]["decoding"] == "greedy"
+    assert first["prompt"].startswith("<image>") and isinstance(first["reference_loglik"], float)
+    assert read_answers(outputs[3])[0]["control"] == "random" and read_answers(outputs[5])[0]["source_domain"] == "med"
+
+    scores, figures = tmp_path / "scores.csv", tmp_path / "figures"
+    assert main(["score", *map(str, outputs), "--metrics", "rs=exact_match", "--out", str(scores),
+                 "--figures", str(figures), "--n-boot", "100"]) == 0
+    table = pd.read_csv(scores)
+    assert len(table) == 12 and set(table["metric"]) == {"exact_match", LOGLIK}
+    assert (table.loc[table["condition"] == "none", "delta"] == 0).all()
+    random = pd.read_csv(tmp_path / "scores_random.csv")
+    assert set(random["seeds"]) == {2}
+    for stem in ("tiny_ablation_scores", "tiny_ablation_loglik", "tiny_cross_domain_all"):
+        assert (figures / f"{stem}.png").stat().st_size > 0 and (figures / f"{stem}.pdf").exists()
+
+    with pytest.raises(SystemExit, match="condition 'qformer'"):
+        main(["ablate", *common, "--condition", "qformer", "--out", str(tmp_path / "x.jsonl")])
+    with pytest.raises(SystemExit, match="DOMAIN=METRIC"):
+        main(["score", str(outputs[0]), "--metrics", "rs", "--out", str(tmp_path / "x.csv")])
