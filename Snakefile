@@ -5,7 +5,8 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The default config sits beside this file, so `--directory` can put data/ and results/ elsewhere.
+configfile: f"{workflow.basedir}/config/config.yaml"
 
 
 validate(config, "config/schema.yaml")
@@ -16,12 +17,32 @@ DOMAINS = config["domains"]
 # (Braces doubled twice: once for this f-string, once for the shell directive's own formatting.)
 MMNEURON = f"PYTHONPATH={workflow.basedir}${{{{PYTHONPATH:+:$PYTHONPATH}}}} python -m mmneuron"
 
+MODELS = list(config["models"])
+
+
+def model_path(wildcards):
+    """The model folder or Hugging Face id of `wildcards.model` (config `models`)."""
+    return config["models"][wildcards.model]["path"]
+
+
+def model_files(wildcards):
+    """A model the workflow builds (under results/models/) is an input; external ones are not."""
+    path = model_path(wildcards).rstrip("/")
+    return [f"{path}/model.safetensors"] if path.startswith("results/models/") else []
+
 
 include: "rules/data.smk"
 include: "rules/models.smk"
+include: "rules/activations.smk"
+include: "rules/neurons.smk"
+include: "rules/logit_lens.smk"
+include: "rules/ablation.smk"
 
 
 rule all:
     input:
         rules.contact_sheet.output,
         rules.train_demo_model.output,
+        expand("results/{model}/neurons.json", model=MODELS),
+        expand("results/{model}/lens/lens.csv", model=MODELS),
+        expand("results/{model}/ablation/scores.csv", model=MODELS),

@@ -38,7 +38,7 @@ def ablation_variant_flags(wildcards):
 
 rule ablate:
     input:
-        model="results/models/{model}/model.safetensors",
+        model=model_files,
         neurons="results/{model}/neurons.json",
         data="data/{domain}/eval.parquet",
     output:
@@ -48,7 +48,7 @@ rule ablate:
         variant=r"own|random\d+|from_[^/]+",
         domain=r"[^/]+",
     params:
-        model_dir=subpath(input.model, parent=True),
+        model=model_path,
         flags=ablation_variant_flags,
         prompt=lambda wildcards: EVALUATION["prompts"].get(wildcards.domain, EVALUATION["prompts"]["default"]),
         chat="--chat" if EVALUATION["chat"] else "",
@@ -62,7 +62,7 @@ rule ablate:
     conda:
         "../envs/mmneuron.yaml"
     shell:
-        MMNEURON + " ablate --model {params.model_dir} --neurons {input.neurons} --data {input.data}"
+        MMNEURON + " ablate --model {params.model:q} --neurons {input.neurons} --data {input.data}"
         " --condition {wildcards.condition} {params.flags} --out {output} --prompt {params.prompt:q}"
         " {params.chat} {params.likelihood} --batch-size {params.settings[batch_size]}"
         " --max-new-tokens {params.settings[max_new_tokens]} --decoding {params.settings[decoding]}"

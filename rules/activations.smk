@@ -13,17 +13,6 @@ EXTRACTION = config["extraction"]
 EXTRACTION_SHARDS = EXTRACTION["shards"]
 HALF_INDEX = {"a": 1, "b": 2}
 
-def extraction_model(wildcards):
-    """The model folder or Hugging Face id of `wildcards.model` (config `models`)."""
-    return config["models"][wildcards.model]["path"]
-
-
-def extraction_model_files(wildcards):
-    """A model the workflow builds (under results/models/) is an input; external ones are not."""
-    path = extraction_model(wildcards).rstrip("/")
-    return [f"{path}/model.safetensors"] if path.startswith("results/models/") else []
-
-
 def extraction_shard(wildcards):
     """This job's shard of the domain's samples, as `mmneuron extract --shard` takes it."""
     half = HALF_INDEX[wildcards.half]
@@ -39,7 +28,7 @@ EXTRACT = (
     " {params.limit} {params.sites} > {log} 2>&1"
 )
 EXTRACT_PARAMS = dict(
-    model=extraction_model,
+    model=model_path,
     shard=extraction_shard,
     settings=EXTRACTION,
     limit="" if EXTRACTION["samples"] is None else f"--limit {EXTRACTION['samples']}",
@@ -51,7 +40,7 @@ if EXTRACTION_SHARDS == 1:
 
     rule activation_counts_half:
         input:
-            model=extraction_model_files,
+            model=model_files,
             data="data/{domain}/stats.parquet",
         output:
             "results/{model}/counts/{domain}.half{half}.safetensors",
@@ -73,7 +62,7 @@ else:
 
     rule activation_counts_shard:
         input:
-            model=extraction_model_files,
+            model=model_files,
             data="data/{domain}/stats.parquet",
         output:
             "results/{model}/counts/shards/{domain}.half{half}.{shard}.safetensors",

@@ -41,6 +41,7 @@ TEMPLATE_WORDS = ("USER", "ASSISTANT", ":")
 class DemoSize:
     """Widths and depths of the demo model (the MLP widths are what the neuron analysis sees)."""
 
+    patch: int = 8
     vision_hidden: int = 64
     vision_mlp: int = 128
     vision_layers: int = 3  # LLaVA reads layer -2, so the last layer is causally inert, as in the paper
@@ -50,7 +51,7 @@ class DemoSize:
     heads: int = 4
 
 
-def build_demo_processor(vocabulary: Iterable[str]) -> LlavaNextProcessor:
+def build_demo_processor(vocabulary: Iterable[str], size: DemoSize = DemoSize()) -> LlavaNextProcessor:
     tokenizer = build_word_tokenizer(
         [*vocabulary, *TEMPLATE_WORDS], [IMAGE_TOKEN], padding_side="left", chat_template=CHAT_TEMPLATE
     )
@@ -62,7 +63,7 @@ def build_demo_processor(vocabulary: Iterable[str]) -> LlavaNextProcessor:
     return LlavaNextProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        patch_size=8,
+        patch_size=size.patch,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,  # CLIP's CLS token, dropped by the "default" strategy
         image_token=IMAGE_TOKEN,
@@ -76,7 +77,7 @@ def build_demo_model(
     tokenizer = processor.tokenizer
     vision = CLIPVisionConfig(
         image_size=TILE,
-        patch_size=8,
+        patch_size=size.patch,
         hidden_size=size.vision_hidden,
         intermediate_size=size.vision_mlp,
         num_hidden_layers=size.vision_layers,
