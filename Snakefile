@@ -37,6 +37,7 @@ include: "rules/activations.smk"
 include: "rules/neurons.smk"
 include: "rules/logit_lens.smk"
 include: "rules/ablation.smk"
+include: "rules/perturbation.smk"
 
 
 rule all:
@@ -46,3 +47,4 @@ rule all:
         expand("results/{model}/neurons.json", model=MODELS),
         expand("results/{model}/lens/lens.csv", model=MODELS),
         expand("results/{model}/ablation/scores.csv", model=MODELS),
+        expand("results/{model}/perturbation/perturbation.csv", model=MODELS),

@@ -17,6 +17,7 @@ COMMANDS = (
     "lens",
     "ablate",
     "score",
+    "perturb",
 )
 
 

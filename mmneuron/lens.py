@@ -27,7 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mmneuron.data.samples import Sample, SampleError, decode_image
-from mmneuron.models.generation import user_turn
+from mmneuron.models.generation import encode, user_turn
 from mmneuron.models.sites import image_prompt, image_token_id
 
 log = logging.getLogger(__name__)
@@ -363,8 +363,8 @@ def run_lens(
                 if not batch:
                     continue
                 prompts = [_prompt_text(processor, arch, prompt_template, s.question, chat) for s in batch]
-                inputs = processor(images=images, text=prompts, padding=True, return_tensors="pt")
-                inputs = inputs.to(model.device).to(model.dtype)  # casts only the floating tensors (pixels)
+                # encode keeps InstructBLIP's Q-Former instructions unshifted by the batch's padding
+                inputs = encode(processor, images, prompts, model)
                 masks = scope_masks(inputs, image_token)
                 wanted = max(0, examples_per_domain - sum(e["domain"] == domain for e in run.examples))
                 chosen = [_trace_positions(masks, row, image_positions, text_positions)

@@ -156,6 +156,18 @@ def test_batching_and_padding_do_not_change_the_table(llava_next):
     assert re.fullmatch(r"(\S+ \d\.\d\d)(; \S+ \d\.\d\d)*", by.loc[("med", "image", 1), "top_tokens"])
 
 
+def test_instructblip_table_does_not_depend_on_the_batch_size():
+    """The Q-Former's instruction tokens must not shift with the batch's longest question (BERT's
+    absolute positions): a padded batch gives the table of one-sample batches."""
+    model, processor = build_tiny("instructblip")
+    samples = _samples("ad", 3)
+    assert len({len(processor.qformer_tokenizer(s.question)["input_ids"]) for s in samples}) > 1
+    tables = [run_lens(model, processor, samples, batch_size=bs, progress=False).accumulator.table(processor.tokenizer)
+              for bs in (1, 3)]
+    pd.testing.assert_frame_equal(tables[0].drop(columns="top_tokens"), tables[1].drop(columns="top_tokens"),
+                                  rtol=1e-6, atol=1e-6)
+
+
 def test_corrupt_images_are_reported_and_counted(llava_next):
     model, processor = llava_next
     bad = Sample("ad-broken", "ad", "What?", [], b"not an image")

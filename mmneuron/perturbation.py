@@ -1,0 +1,305 @@
+"""Hidden-state perturbation under deactivation: how far each LLM layer's residual stream moves.
+
+Per batch, one clean forward keeps every LLM layer's residual stream (the decoder layer's output,
+before the final norm: the lens' :func:`~mmneuron.lens.residual_stream`) at the batch's real
+positions only. Then, per condition, one forward with the condition's neurons deactivated compares
+each layer's output with the clean one as the layer produces it and keeps two numbers per
+position: the cosine similarity and the relative L2 distance ``||h_ablated - h_clean|| / ||h_clean||``.
+Ablated states are never stored; only one batch's clean states are held.
+
+The cosine is kept as its distance ``1 - cos = ||u - v||^2 / 2`` of the unit vectors ``u``, ``v``
+(the same value as ``1 - a.b / (|a| |b|)``): an unchanged state reads exactly cos 1, where the
+dot-product form can round to ``1 - 1e-7``, and small changes keep their precision (float32
+values near 1 have steps of 6e-8). Condition ``none`` runs the second forward too: it measures the run-to-run
+noise floor, exactly cos 1 / rel L2 0 where the forward is deterministic (the CPU).
+
+Batches are padded on the right (no generation): causal attention never looks at right padding,
+so a padded row gives what the sample alone gives.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mmneuron.ablation.conditions import Condition
+from mmneuron.ablation.run import DEFAULT_PROMPT, Settings, check_selection, format_prompt
+from mmneuron.data.samples import Sample, SampleError, decode_image
+from mmneuron.hooks.deactivate import Deactivation
+from mmneuron.lens import ALL, IMAGE, SCOPES, TEXT, final_norm_and_unembed, scope_masks
+from mmneuron.models.generation import encode
+from mmneuron.models.sites import image_token_id, resolve_sites
+from mmneuron.selection import Selection
+
+log = logging.getLogger(__name__)
+
+TABLE_COLUMNS = (
+    "model", "condition", "control", "seed", "domain", "scope", "layer",
+    "cosine_mean", "cosine_std", "rel_l2_mean", "rel_l2_std", "n", "samples", "deactivated",
+)
+
+
+class PerturbationError(ValueError):
+    """A model or input the perturbation cannot handle; the message names the model type or domain."""
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The language model's decoder layers (the lens' checks and errors)."""
+    final_norm_and_unembed(model)
+    return model.get_decoder().layers
+
+
+@contextmanager
+def _on_layer_outputs(layers: nn.ModuleList, fn: Callable[[int, torch.Tensor], None]):
+    """Call ``fn(layer, hidden)`` with each decoder layer's output during the forwards in the context."""
+    def hook(index: int):
+        return lambda module, args, output: fn(index, output[0] if isinstance(output, tuple) else output)
+
+    handles = [layer.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _forward(model: nn.Module, inputs: Mapping) -> None:
+    kwargs = {k: v for k, v in inputs.items() if k != "labels"}
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        kwargs["logits_to_keep"] = 1  # the logits are not needed
+    with torch.no_grad():
+        model(**kwargs)
+
+
+def _states(model: nn.Module, inputs: Mapping, fn: Callable[[int, torch.Tensor], None]) -> None:
+    """One forward, ``fn`` on each layer's output; every layer must run exactly once."""
+    layers = decoder_layers(model)
+    calls = Counter()
+
+    def counted(index: int, hidden: torch.Tensor) -> None:
+        calls[index] += 1
+        fn(index, hidden)
+
+    with _on_layer_outputs(layers, counted):
+        _forward(model, inputs)
+    if [calls[i] for i in range(len(layers))] != [1] * len(layers):
+        raise PerturbationError(
+            f"model type {model.config.model_type!r}: expected one call of each of its {len(layers)} decoder "
+            f"layers per forward, got {[calls[i] for i in range(len(layers))]}"
+        )
+
+
+def compare(clean: torch.Tensor, ablated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine distance (1 - cosine similarity) and relative L2 distance per row (positions x hidden
+    -> positions), in float32."""
+    clean, ablated = clean.float(), ablated.float()
+    tiny = torch.finfo(torch.float32).tiny
+    clean_norm = clean.norm(dim=-1).clamp_min(tiny)
+    unit_clean = clean / clean_norm[:, None]
+    unit_ablated = ablated / ablated.norm(dim=-1).clamp_min(tiny)[:, None]
+    distance = (unit_ablated - unit_clean).pow(2).sum(-1) / 2
+    return distance, (ablated - clean).norm(dim=-1) / clean_norm
+
+
+@dataclass
+class PerturbationStats:
+    """Additive sums per layer over the positions of one scope."""
+
+    n: int
+    distance_sum: np.ndarray  # cosine distance 1 - cos; float64, layers
+    distance_sq_sum: np.ndarray
+    rel_sum: np.ndarray
+    rel_sq_sum: np.ndarray
+
+    def merge(self, other: "PerturbationStats") -> "PerturbationStats":
+        if len(other.rel_sum) != len(self.rel_sum):
+            raise PerturbationError(
+                f"cannot merge perturbation statistics of {len(self.rel_sum)} and {len(other.rel_sum)} layers"
+            )
+        return PerturbationStats(self.n + other.n, self.distance_sum + other.distance_sum,
+                                 self.distance_sq_sum + other.distance_sq_sum, self.rel_sum + other.rel_sum,
+                                 self.rel_sq_sum + other.rel_sq_sum)
+
+    def mean_std(self, total: np.ndarray, squares: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation over positions (population, ddof=0); nan without positions."""
+        if self.n == 0:
+            return np.full_like(total, np.nan), np.full_like(total, np.nan)
+        mean = total / self.n
+        return mean, np.sqrt(np.clip(squares / self.n - mean**2, 0.0, None))
+
+    def cosine(self) -> tuple[np.ndarray, np.ndarray]:
+        distance, std = self.mean_std(self.distance_sum, self.distance_sq_sum)
+        return 1 - distance, std
+
+    def rel_l2(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.mean_std(self.rel_sum, self.rel_sq_sum)
+
+
+def _aggregate(distance: torch.Tensor, rel: torch.Tensor, members: Mapping[str, torch.Tensor]) -> dict[str, PerturbationStats]:
+    """Sums per layer over each scope's positions (``distance``, ``rel``: layers x positions)."""
+    distance, rel = distance.double(), rel.double()
+    values = torch.stack([distance, distance.pow(2), rel, rel.pow(2)])  # 4 x layers x positions
+    stats = {}
+    for scope, member in members.items():
+        sums = (values @ member.to(values.device).double()).cpu().numpy()  # 4 x layers
+        stats[scope] = PerturbationStats(int(member.sum()), *sums)
+    return stats
+
+
+def perturbation(
+    model: nn.Module,
+    inputs: Mapping,
+    scopes_masks: Mapping[str, torch.Tensor],
+    deactivations: Mapping[object, Deactivation],
+) -> dict[object, dict[str, PerturbationStats]]:
+    """Per deactivation (any key), per scope: perturbation sums of one batch.
+
+    One clean forward, then one forward per deactivation. ``scopes_masks`` maps a scope name to a
+    bool mask (batch x seq) of the positions it counts; positions in no scope are never compared.
+    """
+    union = torch.zeros_like(next(iter(scopes_masks.values())), dtype=torch.bool)
+    for mask in scopes_masks.values():
+        union |= mask.to(union.device).bool()
+    members = {scope: mask.to(union.device).bool()[union] for scope, mask in scopes_masks.items()}
+    layers = len(decoder_layers(model))
+    clean: list[torch.Tensor | None] = [None] * layers
+
+    def keep(index: int, hidden: torch.Tensor) -> None:
+        clean[index] = hidden[union.to(hidden.device)]
+
+    _states(model, inputs, keep)
+    results = {}
+    for key, deactivation in deactivations.items():
+        distance: list[torch.Tensor | None] = [None] * layers
+        rel: list[torch.Tensor | None] = [None] * layers
+
+        def measure(index: int, hidden: torch.Tensor) -> None:
+            distance[index], rel[index] = compare(clean[index], hidden[union.to(hidden.device)])
+
+        with deactivation:
+            _states(model, inputs, measure)
+        device = union.device
+        results[key] = _aggregate(torch.stack([d.to(device) for d in distance]),
+                                  torch.stack([r.to(device) for r in rel]), members)
+    return results
+
+
+@dataclass
+class PerturbationRun:
+    """Statistics per (condition, domain) and scope, merged over batches; the tidy table."""
+
+    model_name: str = ""
+    conditions: list[Condition] = field(default_factory=list)  # the table's order
+    stats: dict[tuple[Condition, str], dict[str, PerturbationStats]] = field(default_factory=dict)
+    deactivated: dict[tuple[Condition, str], int] = field(default_factory=dict)
+    samples: Counter = field(default_factory=Counter)
+    skipped: list[dict] = field(default_factory=list)  # {sample_id, domain, reason}
+    settings: dict = field(default_factory=dict)
+
+    def add(self, key: tuple[Condition, str], stats: Mapping[str, PerturbationStats]) -> None:
+        current = self.stats.setdefault(key, {})
+        for scope, value in stats.items():
+            current[scope] = current[scope].merge(value) if scope in current else value
+
+    def table(self) -> pd.DataFrame:
+        """One row per (condition, control, seed, domain, scope, layer); scope ``all`` = image + text."""
+        rows = []
+        order = {condition: i for i, condition in enumerate(self.conditions)}
+        for condition, domain in sorted(self.stats, key=lambda key: (order.get(key[0], len(order)), key[1])):
+            by_scope = dict(self.stats[condition, domain])
+            if ALL not in by_scope and IMAGE in by_scope and TEXT in by_scope:
+                by_scope[ALL] = by_scope[IMAGE].merge(by_scope[TEXT])
+            for scope in sorted(by_scope, key=lambda s: (SCOPES.index(s) if s in SCOPES else len(SCOPES), s)):
+                s = by_scope[scope]
+                (cos_mean, cos_std), (rel_mean, rel_std) = s.cosine(), s.rel_l2()
+                for layer in range(len(cos_mean)):
+                    rows.append({
+                        "model": self.model_name, "condition": condition.name, "control": condition.control,
+                        "seed": condition.seed, "domain": domain, "scope": scope, "layer": layer,
+                        "cosine_mean": cos_mean[layer], "cosine_std": cos_std[layer],
+                        "rel_l2_mean": rel_mean[layer], "rel_l2_std": rel_std[layer], "n": s.n,
+                        "samples": self.samples[domain], "deactivated": self.deactivated[condition, domain],
+                    })
+        table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+        table["seed"] = table["seed"].astype("Int64")
+        return table
+
+
+def run_perturbation(
+    model: nn.Module,
+    processor,
+    samples: Iterable[Sample],
+    selection: Selection,
+    conditions: Sequence[Condition],
+    prompt: str = DEFAULT_PROMPT,
+    prompts: Mapping[str, str] | None = None,
+    chat: bool = False,
+    batch_size: int = 8,
+    value: float = 0.0,
+    model_name: str = "",
+    progress: bool = True,
+) -> PerturbationRun:
+    """The perturbation of every condition over ``samples`` (any mix of domains; batches never mix
+    domains). Each domain gets its own neurons (or their random control) deactivated.
+
+    Prompts: ``prompts[domain]`` or ``prompt``, filled in as the ablation does (``{question}``,
+    ``{options}``, meta fields; with ``chat`` one user turn of the chat template). Corrupt images
+    are logged by sample id and listed in ``skipped``; the rest go on.
+    """
+    if not conditions:
+        raise PerturbationError("no conditions to measure")
+    if len(set(conditions)) != len(conditions):
+        raise PerturbationError(f"duplicate conditions: {[c for c in conditions if conditions.count(c) > 1]}")
+    prompts = dict(prompts or {})
+    sites = resolve_sites(model)
+    check_selection(selection, sites)
+    image_token = image_token_id(model)
+    model_type = model.config.model_type
+    run = PerturbationRun(model_name, list(conditions), settings={
+        "prompt": prompt, "prompts": prompts, "chat": chat, "batch_size": batch_size, "value": value,
+        "padding": "right", "selection": {"model": selection.model, **selection.parameters}})
+    by_domain: dict[str, list[Sample]] = {}
+    for sample in samples:
+        by_domain.setdefault(sample.domain, []).append(sample)
+    tokenizer = processor.tokenizer
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "right"
+    model.eval()
+    try:
+        for domain, group in sorted(by_domain.items()):
+            deactivations = {}
+            for condition in conditions:
+                deactivations[condition] = Deactivation(sites, condition.neurons(selection, domain), value)
+                run.deactivated[condition, domain] = deactivations[condition].count
+            settings = Settings(prompt=prompts.get(domain, prompt), chat=chat)
+            for start in tqdm(range(0, len(group), batch_size), desc=f"perturbation {domain}", unit="batch",
+                              disable=not progress):
+                batch, images = [], []
+                for sample in group[start : start + batch_size]:
+                    try:
+                        images.append(decode_image(sample))
+                        batch.append(sample)
+                    except SampleError as error:
+                        log.warning("skipping %s", error)
+                        run.skipped.append({"sample_id": sample.sample_id, "domain": domain, "reason": str(error)})
+                if not batch:
+                    continue
+                texts = [format_prompt(processor, model_type, settings, sample) for sample in batch]
+                inputs = encode(processor, images, texts, model)
+                results = perturbation(model, inputs, scope_masks(inputs, image_token), deactivations)
+                for condition, stats in results.items():
+                    run.add((condition, domain), stats)
+                run.samples[domain] += len(batch)
+    finally:
+        tokenizer.padding_side = padding_side
+    if run.skipped:
+        log.warning("skipped %d sample(s) with unusable images", len(run.skipped))
+    return run

@@ -1,0 +1,213 @@
+"""Hidden-state perturbation: exact baselines, a direct computation, causality, padding, the CLI."""
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from mmneuron.ablation.conditions import Condition
+from mmneuron.cli import main
+from mmneuron.data.samples import Sample, encode_png, write_samples
+from mmneuron.hooks.deactivate import Deactivation
+from mmneuron.lens import final_norm_and_unembed, scope_masks
+from mmneuron.models.generation import encode
+from mmneuron.models.sites import image_prompt, resolve_sites
+from mmneuron.models.tiny import build_tiny, save_tiny
+from mmneuron.perturbation import perturbation, run_perturbation
+from mmneuron.selection import Selection, SiteSelection
+
+QUESTIONS = ["what colour is the car?", "is there a river?", "how many people are in the picture on the left?"]
+NUMERIC = ["cosine_mean", "cosine_std", "rel_l2_mean", "rel_l2_std"]
+
+
+def _image(i: int, size=(40, 30)) -> Image.Image:
+    rng = np.random.default_rng(i)
+    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def _samples(domain: str, count: int) -> list[Sample]:
+    return [Sample(f"{domain}-{i}", domain, QUESTIONS[i % 3], ["red"], encode_png(_image(i, (40 + 16 * i, 30))))
+            for i in range(count)]
+
+
+def _selection(model, by_domain: dict[str, dict[str, list]]) -> Selection:
+    """A neuron file's content for ``model``: per site, per domain, (layer, neuron) pairs."""
+    sites = {}
+    for site in resolve_sites(model):
+        sets = {domain: sorted(map(tuple, per_site.get(site.name, []))) for domain, per_site in by_domain.items()}
+        sites[site.name] = SiteSelection(
+            layers=site.layers, width=site.width, scope="all", inert_layers=list(site.inert_layers), tau=0.1,
+            tau_assign=0.1, candidates=10, k=10, entropy_cutoff=0.5, by_domain=sets, unassigned=[],
+        )
+    return Selection(model="tiny", domains=sorted(by_domain), samples={d: 3 for d in by_domain},
+                     parameters={"top_rate": 0.01}, sites=sites)
+
+
+# Strong enough to move the tiny models' hidden states well above float noise.
+NEURONS = {
+    "rs": {"lm": [(0, n) for n in range(0, 64, 2)] + [(1, 5)], "vision": [(0, n) for n in range(0, 64, 3)],
+           "projector": [(0, 4), (0, 7)]},
+    "med": {"lm": [(1, n) for n in range(20)], "vision": [(1, 5)], "projector": []},
+}
+
+
+@pytest.fixture(scope="module")
+def llava_next():
+    model, processor = build_tiny("llava_next")
+    return model, processor, _selection(model, NEURONS)
+
+
+def _batch(model, processor, count: int = 3):
+    prompts = [image_prompt(model.config.model_type, f"<image>\n{q}") for q in QUESTIONS[:count]]
+    inputs = encode(processor, [_image(i, (40 + 16 * i, 30)) for i in range(count)], prompts, model)
+    assert not inputs["attention_mask"].bool().all(), "the batch should be padded"
+    return inputs
+
+
+def _reference_states(model, inputs) -> list[torch.Tensor]:
+    """Each LLM layer's output from output_hidden_states; the last one (already normed there) is the
+    final norm's input."""
+    norm, _ = final_norm_and_unembed(model)
+    last = []
+    handle = norm.register_forward_hook(lambda module, args, output: last.append(args[0]))
+    try:
+        with torch.no_grad():
+            hidden = model(**inputs, output_hidden_states=True).hidden_states
+    finally:
+        handle.remove()
+    return [*hidden[1:-1], last[0]]
+
+
+def test_none_is_exactly_unchanged(llava_next):
+    model, processor, selection = llava_next
+    run = run_perturbation(model, processor, _samples("rs", 3), selection, [Condition("none")], batch_size=3,
+                           progress=False)
+    table = run.table()
+    assert len(table) == 3 * 2  # scopes x layers
+    assert (table["cosine_mean"] == 1.0).all() and (table["cosine_std"] == 0.0).all()
+    assert (table["rel_l2_mean"] == 0.0).all() and (table["rel_l2_std"] == 0.0).all()
+    assert (table["deactivated"] == 0).all() and (table["samples"] == 3).all()
+
+
+def test_values_equal_a_direct_computation(llava_next):
+    model, processor, selection = llava_next
+    inputs = _batch(model, processor)
+    neurons = Condition("all").neurons(selection, "rs")
+    deactivation = Deactivation(resolve_sites(model), neurons)
+    masks = scope_masks(inputs, model.config.image_token_id)
+    hooks = [len(layer._forward_hooks) for layer in model.get_decoder().layers]
+    stats = perturbation(model, inputs, masks, {"all": deactivation})["all"]
+    assert [len(layer._forward_hooks) for layer in model.get_decoder().layers] == hooks
+
+    clean = _reference_states(model, inputs)
+    with deactivation:
+        ablated = _reference_states(model, inputs)
+    real = inputs["attention_mask"].bool()
+    image = (inputs["input_ids"] == model.config.image_token_id) & real
+    for scope, mask in (("image", image), ("text", real & ~image)):
+        s = stats[scope]
+        assert s.n == mask.sum()
+        cos_mean, cos_std = s.cosine()
+        rel_mean, rel_std = s.rel_l2()
+        for layer, (c, a) in enumerate(zip(clean, ablated)):
+            c, a = c[mask].double(), a[mask].double()
+            cosine = torch.nn.functional.cosine_similarity(a, c, dim=-1)
+            rel = (a - c).norm(dim=-1) / c.norm(dim=-1)
+            assert rel.mean() > 1e-3, "the deactivation should move every layer"
+            assert 1 - cos_mean[layer] == pytest.approx((1 - cosine).mean().item(), rel=1e-4, abs=1e-7)
+            assert cos_std[layer] == pytest.approx(cosine.std(unbiased=False).item(), rel=1e-3, abs=1e-7)
+            assert rel_mean[layer] == pytest.approx(rel.mean().item(), rel=1e-5)
+            assert rel_std[layer] == pytest.approx(rel.std(unbiased=False).item(), rel=1e-4, abs=1e-7)
+    assert all(len(m._forward_hooks) == 0 for site in resolve_sites(model) for m in site.modules)
+
+
+def test_layers_before_the_first_deactivated_lm_layer_are_unchanged(llava_next):
+    base, processor, _ = llava_next
+    config = copy.deepcopy(base.config)
+    config.text_config.num_hidden_layers = 4
+    torch.manual_seed(0)
+    model = type(base)(config).eval()
+    selection = _selection(model, {"rs": {"lm": [(2, n) for n in range(0, 64, 4)] + [(3, 1)]}})
+    run = run_perturbation(model, processor, _samples("rs", 3), selection, [Condition("lm")], batch_size=3,
+                           progress=False)
+    table = run.table().set_index(["scope", "layer"])
+    for scope in ("image", "text", "all"):
+        before = table.loc[scope].loc[[0, 1]]
+        assert (before["cosine_mean"] == 1.0).all() and (before["rel_l2_mean"] == 0.0).all()
+        assert (before["cosine_std"] == 0.0).all() and (before["rel_l2_std"] == 0.0).all()
+        after = table.loc[scope].loc[[2, 3]]
+        assert (after["cosine_mean"] < 1.0).all() and (after["rel_l2_mean"] > 0.0).all()
+
+
+@pytest.mark.parametrize("arch", ["llava_next", "instructblip"])
+def test_padding_is_excluded(arch):
+    """A padded batch gives the aggregates of the samples run one at a time (no padding)."""
+    model, processor = build_tiny(arch)
+    neurons = {"rs": {"lm": [(0, n) for n in range(0, 64, 2)], "vision": [(0, n) for n in range(0, 64, 3)]}}
+    selection = _selection(model, neurons)
+    samples = _samples("rs", 3)
+    conditions = [Condition("lm"), Condition("lm+vision", seed=1)]
+    tables = [run_perturbation(model, processor, samples, selection, conditions, batch_size=bs,
+                               progress=False).table() for bs in (1, 3)]
+    pd.testing.assert_frame_equal(tables[0].drop(columns=NUMERIC), tables[1].drop(columns=NUMERIC))
+    for column in NUMERIC:
+        np.testing.assert_allclose(tables[0][column], tables[1][column], rtol=1e-4, atol=1e-6, err_msg=column)
+    assert (tables[1]["rel_l2_mean"] > 1e-3).all()
+    # padding would add positions: n is the real positions only
+    expected = sum(int(encode(processor, [_image(i, (40 + 16 * i, 30))],
+                              [image_prompt(arch, f"<image>\n{s.question}")], model)["attention_mask"].sum())
+                   for i, s in enumerate(samples))
+    assert set(tables[1].loc[tables[1]["scope"] == "all", "n"]) == {expected}
+
+
+def test_cli_end_to_end(tmp_path):
+    model_dir = save_tiny("llava_next", tmp_path / "model")
+    model, _ = build_tiny("llava_next")
+    neurons = _selection(model, NEURONS).save(tmp_path / "neurons.json")
+    files = []
+    for domain in ("rs", "med"):
+        samples = _samples(domain, 3)
+        if domain == "med":
+            samples.insert(1, Sample("med-broken", "med", "is there a river?", ["no"], b"not an image"))
+        files.append(tmp_path / "data" / domain / "eval.parquet")
+        write_samples(samples, files[-1])
+    out = tmp_path / "perturbation" / "perturbation.csv"
+    common = ["perturb", "--model", str(model_dir), "--neurons", str(neurons), "--data", *map(str, files),
+              "--device", "cpu", "--name", "tiny", "--batch-size", "2"]
+    assert main([*common, "--conditions", "none", "lm", "all", "--random-seeds", "1", "2",
+                 "--prompts", "med=Question: {question}", "--out", str(out), "--figures", str(tmp_path / "fig")]) == 0
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["model", "condition", "control", "seed", "domain", "scope", "layer",
+                                   "cosine_mean", "cosine_std", "rel_l2_mean", "rel_l2_std", "n", "samples",
+                                   "deactivated"]
+    assert len(table) == 7 * 2 * 3 * 2  # (none, 3 x lm, 3 x all) x domains x scopes x layers
+    assert list(dict.fromkeys(zip(table["condition"], table["seed"].fillna(-1)))) == [
+        ("none", -1), ("lm", -1), ("all", -1), ("lm", 1), ("lm", 2), ("all", 1), ("all", 2)]
+    none = table[table["condition"] == "none"]
+    assert (none["cosine_mean"] == 1.0).all() and (none["rel_l2_mean"] == 0.0).all()
+    assert set(table["model"]) == {"tiny"} and table.groupby("domain")["samples"].first().to_dict() == {"med": 3, "rs": 3}
+    by = table.set_index(["condition", "control", "domain", "scope", "layer"])
+    assert by.loc[("lm", "domain", "rs", "image", 0), "deactivated"] == 33
+    assert by.loc[("lm", "domain", "med", "text", 0), "cosine_mean"] == 1.0  # med's lm neurons sit in layer 1
+    assert by.loc[("all", "random", "rs", "image", 1), "deactivated"].tolist() == [33 + 22 + 2] * 2
+
+    summary = json.loads(out.with_name("perturbation_summary.json").read_text())
+    assert [s["sample_id"] for s in summary["skipped"]] == ["med-broken"]
+    assert "corrupt image" in summary["skipped"][0]["reason"]
+    assert summary["samples"] == {"med": 3, "rs": 3}
+    assert summary["settings"]["prompts"] == {"med": "Question: {question}"}
+    assert summary["conditions"][1] == {"condition": "lm", "control": "domain", "seed": None,
+                                        "deactivated": {"med": 20, "rs": 33}}
+    for stem in ("perturbation_layers", "perturbation_cosine_by_domain", "perturbation_rel_l2_by_domain"):
+        for ext in ("png", "pdf"):
+            assert (tmp_path / "fig" / f"{stem}.{ext}").stat().st_size > 1000
+
+    with pytest.raises(SystemExit, match="condition 'qformer'"):
+        main([*common, "--conditions", "qformer", "--out", str(tmp_path / "x.csv")])
+    with pytest.raises(SystemExit, match="DOMAIN=TEMPLATE"):
+        main([*common, "--conditions", "lm", "--prompts", "oops", "--out", str(tmp_path / "x.csv")])
