@@ -42,11 +42,11 @@ class DemoSize:
     """Widths and depths of the demo model (the MLP widths are what the neuron analysis sees)."""
 
     patch: int = 8
-    vision_hidden: int = 64
-    vision_mlp: int = 128
+    vision_hidden: int = 96
+    vision_mlp: int = 192
     vision_layers: int = 3  # LLaVA reads layer -2, so the last layer is causally inert, as in the paper
-    text_hidden: int = 64
-    text_mlp: int = 176
+    text_hidden: int = 96
+    text_mlp: int = 256
     text_layers: int = 4
     heads: int = 4
 

@@ -23,9 +23,9 @@ IGNORE = -100
 
 @dataclass
 class TrainSettings:
-    steps: int = 1200
+    steps: int = 1500
     batch_size: int = 32
-    learning_rate: float = 3e-3
+    learning_rate: float = 1e-3
     warmup_steps: int = 50
     seed: int = 0
 

@@ -46,6 +46,7 @@ def plot_layer_distribution(selection: Selection, stem: str | Path) -> list[Path
                 ax.axvspan(layer - 0.5, layer + 0.5, facecolor="0.85", hatch="//", edgecolor="0.5", linewidth=0)
                 ax.text(layer, 1.0, "inert", transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=7)
             ax.set_xlim(-0.5, info.layers - 0.5)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("layer")
             ax.legend(title="domain", fontsize=7, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
         ax.set_ylabel("neurons")
