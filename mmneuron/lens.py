@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mmneuron.data.samples import Sample, SampleError, decode_image
+from mmneuron.data.samples import Sample, decode_images
 from mmneuron.models.generation import encode, user_turn
 from mmneuron.models.sites import image_prompt, image_token_id
 
@@ -352,14 +352,8 @@ def run_lens(
         for domain, group in sorted(by_domain.items()):
             batches = range(0, len(group), batch_size)
             for start in tqdm(batches, desc=f"lens {domain}", unit="batch", disable=not progress):
-                batch, images = [], []
-                for sample in group[start : start + batch_size]:
-                    try:
-                        images.append(decode_image(sample))
-                        batch.append(sample)
-                    except SampleError as error:
-                        log.warning("skipping %s", error)
-                        run.skipped.append({"sample_id": sample.sample_id, "domain": domain, "reason": str(error)})
+                batch, images, skipped = decode_images(group[start : start + batch_size])
+                run.skipped += skipped
                 if not batch:
                     continue
                 prompts = [_prompt_text(processor, arch, prompt_template, s.question, chat) for s in batch]

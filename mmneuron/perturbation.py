@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from mmneuron.ablation.conditions import Condition
 from mmneuron.ablation.run import DEFAULT_PROMPT, Settings, check_selection, format_prompt
-from mmneuron.data.samples import Sample, SampleError, decode_image
+from mmneuron.data.samples import Sample, decode_images
 from mmneuron.hooks.deactivate import Deactivation
 from mmneuron.lens import ALL, IMAGE, SCOPES, TEXT, final_norm_and_unembed, scope_masks
 from mmneuron.models.generation import encode
@@ -282,14 +282,8 @@ def run_perturbation(
             settings = Settings(prompt=prompts.get(domain, prompt), chat=chat)
             for start in tqdm(range(0, len(group), batch_size), desc=f"perturbation {domain}", unit="batch",
                               disable=not progress):
-                batch, images = [], []
-                for sample in group[start : start + batch_size]:
-                    try:
-                        images.append(decode_image(sample))
-                        batch.append(sample)
-                    except SampleError as error:
-                        log.warning("skipping %s", error)
-                        run.skipped.append({"sample_id": sample.sample_id, "domain": domain, "reason": str(error)})
+                batch, images, skipped = decode_images(group[start : start + batch_size])
+                run.skipped += skipped
                 if not batch:
                     continue
                 texts = [format_prompt(processor, model_type, settings, sample) for sample in batch]

@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 
 from mmneuron.ablation.conditions import (
     PAPER_CONDITIONS,
@@ -26,25 +25,11 @@ from mmneuron.models.demo import build_demo_model, build_demo_processor
 from mmneuron.models.generation import encode
 from mmneuron.models.sites import image_prompt, resolve_sites, site_names
 from mmneuron.models.tiny import build_tiny, save_tiny
-from mmneuron.selection import Selection, SiteSelection
+
+from helpers import noise_image, selection_for
 
 
-def _image(i: int, size=(40, 30)) -> Image.Image:
-    rng = np.random.default_rng(i)
-    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
 
-
-def _selection(model, by_domain: dict[str, dict[str, list]]) -> Selection:
-    """A neuron file's content for ``model``: per site, per domain, (layer, neuron) pairs."""
-    sites = {}
-    for site in resolve_sites(model):
-        sets = {domain: sorted(map(tuple, per_site.get(site.name, []))) for domain, per_site in by_domain.items()}
-        sites[site.name] = SiteSelection(
-            layers=site.layers, width=site.width, scope="all", inert_layers=list(site.inert_layers), tau=0.1,
-            tau_assign=0.1, candidates=10, k=10, entropy_cutoff=0.5, by_domain=sets, unassigned=[],
-        )
-    return Selection(model="tiny", domains=sorted(by_domain), samples={d: 4 for d in by_domain},
-                     parameters={"top_rate": 0.01}, sites=sites)
 
 
 NEURONS = {
@@ -56,7 +41,7 @@ NEURONS = {
 @pytest.fixture(scope="module")
 def llava_next():
     model, processor = build_tiny("llava_next")
-    return model, processor, _selection(model, NEURONS)
+    return model, processor, selection_for(model, NEURONS)
 
 
 # --- conditions and random controls -------------------------------------------------------------
@@ -89,10 +74,10 @@ def test_own_and_cross_domain_neurons(llava_next):
 def test_a_neuron_file_of_another_model_is_refused(llava_next):
     model, processor, selection = llava_next
     samples = _mixed_samples("rs", 1)
-    other = _selection(build_tiny("instructblip")[0], {"rs": {}})
+    other = selection_for(build_tiny("instructblip")[0], {"rs": {}})
     with pytest.raises(AblationError, match="site '(vision|qformer)'"):
         run_ablation(model, processor, samples, other, Condition("none"), Settings(), "x", progress=False)
-    wider = _selection(model, NEURONS)
+    wider = selection_for(model, NEURONS)
     wider.sites["lm"].width = 65
     with pytest.raises(AblationError, match="'lm' has 2 layers x 65 neurons, the model's has 2 x 64"):
         run_ablation(model, processor, samples, wider, Condition("none"), Settings(), "x", progress=False)
@@ -148,7 +133,7 @@ def _mixed_samples(domain: str, count: int) -> list[Sample]:
     questions = ["what colour are the roofs?", "is there a river?", "how many buildings are there in the picture?"]
     answers = ["red", "no", "2"]
     return [Sample(f"{domain}-{i}", domain, questions[i % 3], [answers[i % 3]],
-                   encode_png(_image(i, (48 + 16 * (i % 3), 40 + 8 * (i % 2))))) for i in range(count)]
+                   encode_png(noise_image(i, (48 + 16 * (i % 3), 40 + 8 * (i % 2))))) for i in range(count)]
 
 
 def test_generation_does_not_depend_on_the_batch_size():
@@ -156,7 +141,7 @@ def test_generation_does_not_depend_on_the_batch_size():
     model = build_demo_model(processor, seed=3).eval()
     sites = resolve_sites(model)
     neurons = {"rs": {"lm": [(1, n) for n in range(0, 176, 5)], "vision": [(0, n) for n in range(0, 128, 7)]}}
-    selection = _selection(model, neurons)
+    selection = selection_for(model, neurons)
     samples = _mixed_samples("rs", 5)
     settings = {bs: Settings(prompt="{question}", chat=True, batch_size=bs, max_new_tokens=4) for bs in (1, 4)}
     outputs = {}
@@ -174,7 +159,7 @@ def test_generation_does_not_depend_on_the_batch_size():
 
 def test_instructblip_answers_do_not_depend_on_the_batch_size():
     model, processor = build_tiny("instructblip")
-    selection = _selection(model, {"rs": {"qformer": [(0, 3)], "query": [(1, 8)], "lm": [(0, 5)]}})
+    selection = selection_for(model, {"rs": {"qformer": [(0, 3)], "query": [(1, 8)], "lm": [(0, 5)]}})
     samples = _mixed_samples("rs", 3)
     outputs = {}
     for bs in (1, 3):
@@ -183,7 +168,7 @@ def test_instructblip_answers_do_not_depend_on_the_batch_size():
         outputs[bs] = records
     assert [r["prediction"] for r in outputs[1]] == [r["prediction"] for r in outputs[3]]
     assert np.allclose([r["reference_loglik"] for r in outputs[1]], [r["reference_loglik"] for r in outputs[3]], atol=1e-5)
-    inputs = encode(processor, [_image(0)] * 3, [s.question for s in samples], model)
+    inputs = encode(processor, [noise_image(0)] * 3, [s.question for s in samples], model)
     mask = inputs["qformer_attention_mask"]
     assert (mask == 0).any()
     assert torch.equal(mask, mask.sort(dim=1, descending=True, stable=True).values)  # instructions padded on the right
@@ -207,7 +192,7 @@ def test_log_likelihood_equals_a_direct_computation(llava_next):
     model, processor, _ = llava_next
     prompts = [image_prompt("llava_next", "<image>\nWhat colour is the car?"),
                image_prompt("llava_next", "<image>\nHow many people are in the picture on the left?")]
-    images = [_image(0), _image(1, (56, 30))]
+    images = [noise_image(0), noise_image(1, (56, 30))]
     answers = ["red car", "two"]
     result = answer_loglik(model, processor, prompts, images, answers, batch_size=2, progress=False)
     # direct: one sample alone, no padding, every position's logits
@@ -297,7 +282,7 @@ def test_scoring_errors_name_the_file(tmp_path):
 def test_cli_end_to_end(tmp_path):
     model_dir = save_tiny("llava_next", tmp_path / "model")
     model, _ = build_tiny("llava_next")
-    neurons = _selection(model, NEURONS).save(tmp_path / "neurons.json")
+    neurons = selection_for(model, NEURONS).save(tmp_path / "neurons.json")
     samples = synthetic.generate("rs", "eval", 3, seed=0)
     samples.append(Sample("rs-broken", "rs", "is there a river?", ["no"], b"not an image", {}))
     data = tmp_path / "rs.parquet"

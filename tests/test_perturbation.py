@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 
 from mmneuron.ablation.conditions import Condition
 from mmneuron.cli import main
@@ -19,33 +18,19 @@ from mmneuron.models.generation import encode
 from mmneuron.models.sites import image_prompt, resolve_sites
 from mmneuron.models.tiny import build_tiny, save_tiny
 from mmneuron.perturbation import perturbation, run_perturbation
-from mmneuron.selection import Selection, SiteSelection
+
+from helpers import noise_image, selection_for
 
 QUESTIONS = ["what colour is the car?", "is there a river?", "how many people are in the picture on the left?"]
 NUMERIC = ["cosine_mean", "cosine_std", "rel_l2_mean", "rel_l2_std"]
 
 
-def _image(i: int, size=(40, 30)) -> Image.Image:
-    rng = np.random.default_rng(i)
-    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
-
 
 def _samples(domain: str, count: int) -> list[Sample]:
-    return [Sample(f"{domain}-{i}", domain, QUESTIONS[i % 3], ["red"], encode_png(_image(i, (40 + 16 * i, 30))))
+    return [Sample(f"{domain}-{i}", domain, QUESTIONS[i % 3], ["red"], encode_png(noise_image(i, (40 + 16 * i, 30))))
             for i in range(count)]
 
 
-def _selection(model, by_domain: dict[str, dict[str, list]]) -> Selection:
-    """A neuron file's content for ``model``: per site, per domain, (layer, neuron) pairs."""
-    sites = {}
-    for site in resolve_sites(model):
-        sets = {domain: sorted(map(tuple, per_site.get(site.name, []))) for domain, per_site in by_domain.items()}
-        sites[site.name] = SiteSelection(
-            layers=site.layers, width=site.width, scope="all", inert_layers=list(site.inert_layers), tau=0.1,
-            tau_assign=0.1, candidates=10, k=10, entropy_cutoff=0.5, by_domain=sets, unassigned=[],
-        )
-    return Selection(model="tiny", domains=sorted(by_domain), samples={d: 3 for d in by_domain},
-                     parameters={"top_rate": 0.01}, sites=sites)
 
 
 # Strong enough to move the tiny models' hidden states well above float noise.
@@ -59,12 +44,12 @@ NEURONS = {
 @pytest.fixture(scope="module")
 def llava_next():
     model, processor = build_tiny("llava_next")
-    return model, processor, _selection(model, NEURONS)
+    return model, processor, selection_for(model, NEURONS, samples=3)
 
 
 def _batch(model, processor, count: int = 3):
     prompts = [image_prompt(model.config.model_type, f"<image>\n{q}") for q in QUESTIONS[:count]]
-    inputs = encode(processor, [_image(i, (40 + 16 * i, 30)) for i in range(count)], prompts, model)
+    inputs = encode(processor, [noise_image(i, (40 + 16 * i, 30)) for i in range(count)], prompts, model)
     assert not inputs["attention_mask"].bool().all(), "the batch should be padded"
     return inputs
 
@@ -132,7 +117,7 @@ def test_layers_before_the_first_deactivated_lm_layer_are_unchanged(llava_next):
     config.text_config.num_hidden_layers = 4
     torch.manual_seed(0)
     model = type(base)(config).eval()
-    selection = _selection(model, {"rs": {"lm": [(2, n) for n in range(0, 64, 4)] + [(3, 1)]}})
+    selection = selection_for(model, {"rs": {"lm": [(2, n) for n in range(0, 64, 4)] + [(3, 1)]}})
     run = run_perturbation(model, processor, _samples("rs", 3), selection, [Condition("lm")], batch_size=3,
                            progress=False)
     table = run.table().set_index(["scope", "layer"])
@@ -149,7 +134,7 @@ def test_padding_is_excluded(arch):
     """A padded batch gives the aggregates of the samples run one at a time (no padding)."""
     model, processor = build_tiny(arch)
     neurons = {"rs": {"lm": [(0, n) for n in range(0, 64, 2)], "vision": [(0, n) for n in range(0, 64, 3)]}}
-    selection = _selection(model, neurons)
+    selection = selection_for(model, neurons, samples=3)
     samples = _samples("rs", 3)
     conditions = [Condition("lm"), Condition("lm+vision", seed=1)]
     tables = [run_perturbation(model, processor, samples, selection, conditions, batch_size=bs,
@@ -159,7 +144,7 @@ def test_padding_is_excluded(arch):
         np.testing.assert_allclose(tables[0][column], tables[1][column], rtol=1e-4, atol=1e-6, err_msg=column)
     assert (tables[1]["rel_l2_mean"] > 1e-3).all()
     # padding would add positions: n is the real positions only
-    expected = sum(int(encode(processor, [_image(i, (40 + 16 * i, 30))],
+    expected = sum(int(encode(processor, [noise_image(i, (40 + 16 * i, 30))],
                               [image_prompt(arch, f"<image>\n{s.question}")], model)["attention_mask"].sum())
                    for i, s in enumerate(samples))
     assert set(tables[1].loc[tables[1]["scope"] == "all", "n"]) == {expected}
@@ -168,7 +153,7 @@ def test_padding_is_excluded(arch):
 def test_cli_end_to_end(tmp_path):
     model_dir = save_tiny("llava_next", tmp_path / "model")
     model, _ = build_tiny("llava_next")
-    neurons = _selection(model, NEURONS).save(tmp_path / "neurons.json")
+    neurons = selection_for(model, NEURONS, samples=3).save(tmp_path / "neurons.json")
     files = []
     for domain in ("rs", "med"):
         samples = _samples(domain, 3)

@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 
 from mmneuron.ablation.conditions import Condition, condition_sites
 from mmneuron.ablation.likelihood import answer_loglik, reference_answer
-from mmneuron.data.samples import Sample, SampleError, decode_image
+from mmneuron.data.samples import Sample, decode_images
 from mmneuron.hooks.deactivate import Deactivation
 from mmneuron.models.generation import generate_answers, user_turn
 from mmneuron.models.sites import IMAGE, image_prompt, resolve_sites
@@ -116,14 +116,7 @@ def run_ablation(
     neurons = condition.neurons(selection, domain)
     deactivation = Deactivation(sites, neurons, settings.value)
 
-    kept, images, skipped = [], [], []
-    for sample in samples:
-        try:
-            images.append(decode_image(sample))
-            kept.append(sample)
-        except SampleError as error:
-            log.warning("skipping %s", error)
-            skipped.append({"sample_id": sample.sample_id, "domain": domain, "reason": str(error)})
+    kept, images, skipped = decode_images(samples)
     model_type = model.config.model_type
     prompts = [format_prompt(processor, model_type, settings, sample) for sample in kept]
     references = [reference_answer(sample.answers) if sample.answers else None for sample in kept]

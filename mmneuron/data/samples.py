@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -15,6 +16,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
+
+log = logging.getLogger(__name__)
 
 SCHEMA = pa.schema(
     [
@@ -102,3 +105,20 @@ def decode_image(sample: Sample) -> Image.Image:
         raise SampleError(
             f"sample {sample.sample_id} ({sample.domain}): corrupt image ({type(error).__name__})"
         ) from None
+
+
+def decode_images(samples: Iterable[Sample]) -> tuple[list[Sample], list[Image.Image], list[dict]]:
+    """Decode every sample's image: ``(kept samples, their images, skip records)``.
+
+    A missing or corrupt image is logged and returned as ``{sample_id, domain, reason}`` for the
+    caller to count and report, never dropped silently.
+    """
+    kept, images, skipped = [], [], []
+    for sample in samples:
+        try:
+            images.append(decode_image(sample))
+            kept.append(sample)
+        except SampleError as error:
+            log.warning("skipping %s", error)
+            skipped.append({"sample_id": sample.sample_id, "domain": sample.domain, "reason": str(error)})
+    return kept, images, skipped
