@@ -62,6 +62,7 @@ ROOF_COLOURS = ("red", "white", "yellow", "purple")
 RIVER = (50, 105, 185)
 OBJECT_COLOURS = ("red", "green", "blue", "yellow")
 SHAPES = ("circle", "square", "triangle")
+OBJECT_SIZE = 14.0
 HEADING_COLOURS = ("blue", "green", "orange", "purple")
 STAMP_COLOUR = "red"
 LESION = COLOURS["white"]
@@ -482,9 +483,11 @@ def _draw_com(rng: np.random.Generator, size: int, qtype: str, answer: str) -> I
     decoration = _draw_wall_decoration(canvas, rng, floor_y)
     canvas.add_noise(rng, 4)
 
+    # Objects of one size, and one shape per counting scene, so that a count or a shape shows in
+    # how much of the image the objects cover: learnable by the small demo model in minutes.
     if qtype == "object_count":
         n = int(answer)
-        shapes = [str(s) for s in rng.choice(SHAPES, n)]
+        shapes = [str(rng.choice(SHAPES))] * n
         colours = [str(c) for c in rng.choice(OBJECT_COLOURS, n)]
     elif qtype == "object_shape":
         shapes, colours = [answer], [str(rng.choice(OBJECT_COLOURS))]
@@ -492,7 +495,7 @@ def _draw_com(rng: np.random.Generator, size: int, qtype: str, answer: str) -> I
         shapes, colours = ["circle"], [answer]
 
     def propose(k: int) -> Box:
-        d = float(rng.uniform(12, 16))
+        d = OBJECT_SIZE
         x0, y0 = rng.uniform(2, UNIT - 2 - d), rng.uniform(6, UNIT - 2 - d)
         return (x0, y0, x0 + d, y0 + d)
 
