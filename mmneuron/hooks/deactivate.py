@@ -14,6 +14,7 @@ from typing import Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
+from mmneuron.hooks.context import ForwardHooks
 from mmneuron.models.sites import ResolvedSite, resolve_sites
 
 Neurons = Mapping[str, Iterable[tuple[int, int]]]  # site -> (layer, neuron) pairs
@@ -23,7 +24,7 @@ class DeactivationError(ValueError):
     """A neuron set that does not fit the model's sites, or a hook that meets an unexpected output."""
 
 
-class Deactivation:
+class Deactivation(ForwardHooks):
     """Context manager deactivating ``neurons`` (site -> ``(layer, neuron)`` pairs) of ``sites``.
 
     Sites left out of ``neurons``, and layers without a chosen neuron, get no hook. Entering
@@ -48,31 +49,18 @@ class Deactivation:
                 per_layer.setdefault(layer, set()).add(neuron)
             for layer in sorted(per_layer):
                 self._targets.append((site, layer, torch.tensor(sorted(per_layer[layer]), dtype=torch.long)))
-        self._handles: list = []
 
     @property
     def count(self) -> int:
         """How many neurons are deactivated."""
         return sum(len(index) for _, _, index in self._targets)
 
-    def __enter__(self) -> "Deactivation":
-        if self._handles:
-            raise DeactivationError("this deactivation is already active")
-        try:
-            for site, layer, index in self._targets:
-                self._handles.append(site.modules[layer].register_forward_hook(self._hook(site, layer, index)))
-        except BaseException:
-            self._remove()
-            raise
-        return self
+    def _forward_hooks(self):
+        for site, layer, index in self._targets:
+            yield site.modules[layer], self._hook(site, layer, index)
 
-    def __exit__(self, *exc_info) -> None:
-        self._remove()
-
-    def _remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+    def _busy_error(self) -> Exception:
+        return DeactivationError("this deactivation is already active")
 
     def _hook(self, site: ResolvedSite, layer: int, index: torch.Tensor):
         on_device = {index.device: index}  # the index, copied once to each device it meets

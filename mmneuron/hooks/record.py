@@ -22,6 +22,7 @@ from typing import Mapping, Sequence
 
 import torch
 
+from mmneuron.hooks.context import ForwardHooks
 from mmneuron.models.sites import ResolvedSite
 
 PARTS = {"language": ("image", "text"), "vision": ("image",), "query": ("image",), "instruction": ("text",)}
@@ -40,7 +41,7 @@ def scopes(positions: str) -> tuple[str, ...]:
     return ("all", *PARTS[positions])
 
 
-class ActivationRecorder:
+class ActivationRecorder(ForwardHooks):
     """Context manager counting active positions per neuron of ``sites`` while it is open."""
 
     def __init__(self, sites: Sequence[ResolvedSite]):
@@ -48,30 +49,17 @@ class ActivationRecorder:
         if len(set(names)) != len(names):
             raise ValueError(f"sites given twice: {names}")
         self.sites = list(sites)
-        self._handles: list = []
         self._masks: dict[str, tuple[torch.Tensor, torch.Tensor] | None] = {}
         # per (site, layer): [part counts (parts x width), part tokens (parts,), calls]
         self._totals: dict[tuple[str, int], list] = {}
 
-    def __enter__(self) -> "ActivationRecorder":
-        if self._handles:
-            raise RecordingError("this recorder is already recording")
-        try:
-            for site in self.sites:
-                for layer, module in enumerate(site.modules):
-                    self._handles.append(module.register_forward_hook(self._hook(site, layer)))
-        except BaseException:
-            self._remove()
-            raise
-        return self
+    def _forward_hooks(self):
+        for site in self.sites:
+            for layer, module in enumerate(site.modules):
+                yield module, self._hook(site, layer)
 
-    def __exit__(self, *exc_info) -> None:
-        self._remove()
-
-    def _remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+    def _busy_error(self) -> Exception:
+        return RecordingError("this recorder is already recording")
 
     def set_masks(self, masks: Mapping[str, Mapping[str, torch.Tensor] | None]) -> None:
         """Positions to count from the next forward on: ``{kind: {part: bool mask} | None}``.
