@@ -17,6 +17,7 @@ from ..hooks.deactivate import DeactivationError
 from ..models.sites import SiteError
 from ..perturbation import PerturbationError, run_perturbation
 from ..selection import Selection, SelectionError
+from . import key_values
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +57,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _domain_prompts(pairs: list[str]) -> dict[str, str]:
-    prompts = {}
-    for pair in pairs:
-        domain, sep, template = pair.partition("=")
-        if not sep or not domain:
-            raise PerturbationError(f"--prompts takes DOMAIN=TEMPLATE, got {pair!r}")
-        prompts[domain] = template
-    return prompts
-
 
 def run(args: argparse.Namespace) -> int:
     try:
@@ -83,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     conditions = [Condition(name) for name in args.conditions]
     conditions += [Condition(name, seed) for name in args.conditions if name != NONE for seed in args.random_seeds]
-    prompts = _domain_prompts(args.prompts)
+    prompts = key_values(args.prompts, "--prompts", "DOMAIN=TEMPLATE", "perturb")
     selection = Selection.load(args.neurons)
     samples = [s for path in args.data for s in read_samples(path, args.limit)]
     if not samples:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..ablation.run import AblationError
 from ..ablation.scoring import LINGO_JUDGE, load_runs, score_runs, summarize_random
+from . import key_values
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +31,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _metrics(pairs: list[str]) -> dict[str, str]:
-    metrics = {}
-    for pair in pairs:
-        domain, _, metric = pair.partition("=")
-        if not domain or not metric:
-            raise SystemExit(f"mmneuron score: --metrics expects DOMAIN=METRIC, got {pair!r}")
-        metrics[domain] = metric
-    return metrics
-
 
 def run(args: argparse.Namespace) -> int:
-    metrics = _metrics(args.metrics)
+    metrics = key_values(args.metrics, "--metrics", "DOMAIN=METRIC", "score")
     judge = None
     if LINGO_JUDGE in metrics.values():
         if not args.judge:
