@@ -108,6 +108,29 @@ def test_bad_arguments():
     assert synthetic.generate("ad", "train", 0) == []
 
 
+def test_crowded_layout_is_drawn_again_from_the_same_stream(monkeypatch):
+    """rs-train-07048 once failed: its road and river left no room for three buildings."""
+    def stream():
+        key = [0, DOMAINS.index("rs"), synthetic._stable_hash("train"), 1, 7048]
+        return np.random.default_rng(np.random.SeedSequence(key))
+
+    with pytest.raises(synthetic.LayoutError):
+        synthetic.DRAWERS["rs"](stream(), 64, "river_present", "yes")
+    image = synthetic._draw("rs", stream(), 64, "river_present", "yes", "rs-train-07048")
+    assert READERS["rs", "river_present"](np.asarray(image).astype(np.int16)) == "yes"
+
+    calls = []
+
+    def crowded(rng, size, qtype, answer):
+        calls.append(rng.random())
+        raise synthetic.LayoutError("no room")
+
+    monkeypatch.setitem(synthetic.DRAWERS, "med", crowded)
+    with pytest.raises(synthetic.LayoutError, match="med-eval-00000: no layout found in 20 scenes"):
+        synthetic.generate("med", "eval", 1)
+    assert len(calls) == synthetic.SCENE_ATTEMPTS and len(set(calls)) == len(calls)  # each try draws anew
+
+
 def test_contact_sheet(samples, tmp_path):
     path = write_contact_sheet({d: group[:3] for d, group in samples.items()}, tmp_path / "sheet.png", per_domain=3)
     data = path.read_bytes()

@@ -48,6 +48,10 @@ SIDES = ("left", "right")
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in layout units, x1/y1 exclusive
 
 
+class LayoutError(RuntimeError):
+    """A scene's fixed parts leave no room for the objects it must show."""
+
+
 @dataclass(frozen=True)
 class QuestionType:
     name: str
@@ -171,10 +175,11 @@ def generate(domain: str, split: str, n: int, seed: int = 0, image_size: int = 6
             order = np.random.default_rng(np.random.SeedSequence([*key, 0, block])).permutation(len(deck))
         name, answer = deck[order[position]]
         rng = np.random.default_rng(np.random.SeedSequence([*key, 1, i]))
-        image = DRAWERS[domain](rng, image_size, name, answer)
+        sample_id = f"{domain}-{split}-{i:05d}"
+        image = _draw(domain, rng, image_size, name, answer, sample_id)
         samples.append(
             Sample(
-                sample_id=f"{domain}-{split}-{i:05d}",
+                sample_id=sample_id,
                 domain=domain,
                 question=qtypes[name].question,
                 answers=[answer],
@@ -183,6 +188,21 @@ def generate(domain: str, split: str, n: int, seed: int = 0, image_size: int = 6
             )
         )
     return samples
+
+
+SCENE_ATTEMPTS = 20
+
+
+def _draw(domain: str, rng: np.random.Generator, size: int, qtype: str, answer: str, sample_id: str) -> Image.Image:
+    """One scene; a random layout with no room left for the objects (about 1 in 20,000 rs scenes:
+    a road and a river crossing mid-field) is drawn again from the same stream, so every other
+    scene keeps its bytes."""
+    for _ in range(SCENE_ATTEMPTS):
+        try:
+            return DRAWERS[domain](rng, size, qtype, answer)
+        except LayoutError:
+            continue
+    raise LayoutError(f"{sample_id}: no layout found in {SCENE_ATTEMPTS} scenes")
 
 
 def _stable_hash(text: str) -> int:
@@ -281,7 +301,7 @@ def _place(
                 boxes.append(box)
                 if len(boxes) == n:
                     return boxes
-    raise RuntimeError(f"could not place {n} non-overlapping objects")
+    raise LayoutError(f"could not place {n} non-overlapping objects")
 
 
 def _count(rng: np.random.Generator, qtype: str, answer: str, count_type: str) -> int:
