@@ -86,3 +86,59 @@ def test_demo_architecture_is_llava_next_with_an_inert_vision_layer():
     answers = generate_answers(model, processor, [user_turn(processor, question.question)],
                                [decode_image(question)], progress=False)
     assert len(answers) == 1  # an untrained model answers something; the point is that it runs end to end
+
+
+def test_answer_loss_equals_the_loss_over_every_position():
+    from mmneuron.models.train_demo import IGNORE, answer_loss
+
+    processor = build_demo_processor(synthetic.vocabulary())
+    model = build_demo_model(processor, seed=1)
+    with torch.no_grad():  # sharpen the untrained model's logits, whose losses are all near log(vocabulary)
+        model.lm_head.weight.mul_(20)
+    samples = synthetic.generate("rs", "train", 3)
+    tokenizer = processor.tokenizer
+    rows = []
+    for sample in samples:
+        prompt = user_turn(processor, sample.question)
+        inputs = processor(images=[decode_image(sample)], text=[prompt], return_tensors="pt")
+        answer = tokenizer(" " + sample.answers[0], add_special_tokens=False)["input_ids"]
+        if rows:  # the first row's labels stop without </s>: rows of unequal answer lengths
+            answer.append(tokenizer.eos_token_id)
+        rows.append((inputs, torch.tensor(answer)))
+    # Full-sequence loss, one sample at a time (no padding): mean over every answer token.
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for inputs, answer in rows:
+            ids = torch.cat([inputs["input_ids"][0], answer])[None]
+            logits = model(input_ids=ids, pixel_values=inputs["pixel_values"], image_sizes=inputs["image_sizes"]).logits
+            predicted = logits[0, -len(answer) - 1 : -1]
+            total += torch.nn.functional.cross_entropy(predicted, answer, reduction="sum").item()
+            count += len(answer)
+        # The same rows left-padded into one batch.
+        width = max(len(inputs["input_ids"][0]) + len(answer) for inputs, answer in rows)
+        pad = tokenizer.pad_token_id
+        ids = torch.full((len(rows), width), pad)
+        labels = torch.full((len(rows), width), IGNORE)
+        for i, (inputs, answer) in enumerate(rows):
+            row = torch.cat([inputs["input_ids"][0], answer])
+            ids[i, width - len(row) :] = row
+            labels[i, width - len(answer) :] = answer
+        loss = answer_loss(
+            model, ids, labels, torch.cat([r[0]["pixel_values"] for r in rows]),
+            torch.cat([r[0]["image_sizes"] for r in rows]), pad,
+        )
+    assert loss.item() == pytest.approx(total / count, rel=1e-4)
+
+
+def test_training_runs_eager_attention_and_restores_the_models_own():
+    from mmneuron.models.train_demo import TrainSettings, train
+
+    processor = build_demo_processor(synthetic.vocabulary())
+    model = build_demo_model(processor)
+    seen = []
+    hook = model.model.language_model.layers[0].self_attn.register_forward_hook(
+        lambda module, args, output: seen.append(module.config._attn_implementation)
+    )
+    train(model, processor, synthetic.generate("doc", "train", 4), TrainSettings(steps=1, batch_size=2, warmup_steps=1))
+    hook.remove()
+    assert seen == ["eager"] and model.config._attn_implementation == "sdpa"

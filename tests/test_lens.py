@@ -148,7 +148,9 @@ def test_batching_and_padding_do_not_change_the_table(llava_next):
     one = run_lens(model, processor, samples, batch_size=1, progress=False).accumulator.table(processor.tokenizer)
     three = run_lens(model, processor, samples, batch_size=3, chunk_size=7, progress=False)
     table = three.accumulator.table(processor.tokenizer)
-    pd.testing.assert_frame_equal(one.drop(columns="top_tokens"), table.drop(columns="top_tokens"), rtol=1e-4)
+    # Padding changes float32 summation order, so entropies move by ~1e-6; their spread is only
+    # ~1e-3 for this untrained model, hence an absolute tolerance as well as the relative one.
+    pd.testing.assert_frame_equal(one.drop(columns="top_tokens"), table.drop(columns="top_tokens"), rtol=1e-4, atol=1e-5)
     assert len(table) == 2 * 3 * 2  # domains x scopes x layers
     by = table.set_index(["domain", "scope", "layer"])
     assert (by.loc[("ad", "all", 0), "n"] == by.loc[("ad", "image", 0), "n"] + by.loc[("ad", "text", 0), "n"])

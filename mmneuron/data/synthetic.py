@@ -66,7 +66,9 @@ ROOF_COLOURS = ("red", "white", "yellow", "purple")
 RIVER = (50, 105, 185)
 OBJECT_COLOURS = ("red", "green", "blue", "yellow")
 SHAPES = ("circle", "square", "triangle")
-OBJECT_SIZE = 14.0
+OBJECT_SIZE = 14.0  # balls, in colour and counting scenes
+SHAPE_SIZE = 20.0  # the one object of a shape scene
+BUILDING_SIZE = 13.0  # one size, so a count shows as roof area
 HEADING_COLOURS = ("blue", "green", "orange", "purple")
 STAMP_COLOUR = "red"
 LESION = COLOURS["white"]
@@ -459,9 +461,8 @@ def _draw_rs(rng: np.random.Generator, size: int, qtype: str, answer: str) -> Im
     roof = COLOURS[answer if qtype == "roof_colour" else str(rng.choice(ROOF_COLOURS))]
 
     def propose(k: int) -> Box:
-        w, h = rng.uniform(11, 15, size=2)
-        x0, y0 = rng.uniform(1, UNIT - 1 - w), rng.uniform(1, UNIT - 1 - h)
-        return (x0, y0, x0 + w, y0 + h)
+        x0, y0 = rng.uniform(1, UNIT - 1 - BUILDING_SIZE, size=2)
+        return (x0, y0, x0 + BUILDING_SIZE, y0 + BUILDING_SIZE)
 
     for box in _place(propose, n, gap=3, blocked=blocked):
         canvas.rect(box, roof, outline=(50, 50, 50))
@@ -503,19 +504,20 @@ def _draw_com(rng: np.random.Generator, size: int, qtype: str, answer: str) -> I
     decoration = _draw_wall_decoration(canvas, rng, floor_y)
     canvas.add_noise(rng, 4)
 
-    # Objects of one size, and one shape per counting scene, so that a count or a shape shows in
-    # how much of the image the objects cover: learnable by the small demo model in minutes.
+    # Counting scenes hold balls of one size, and a shape scene one large object, so that a count
+    # or a shape shows in how much of the image the objects cover: learnable by the small demo
+    # model in minutes.
     if qtype == "object_count":
         n = int(answer)
-        shapes = [str(rng.choice(SHAPES))] * n
+        shapes = ["circle"] * n
         colours = [str(c) for c in rng.choice(OBJECT_COLOURS, n)]
     elif qtype == "object_shape":
         shapes, colours = [answer], [str(rng.choice(OBJECT_COLOURS))]
     else:
         shapes, colours = ["circle"], [answer]
+    d = SHAPE_SIZE if qtype == "object_shape" else OBJECT_SIZE
 
     def propose(k: int) -> Box:
-        d = OBJECT_SIZE
         x0, y0 = rng.uniform(2, UNIT - 2 - d), rng.uniform(6, UNIT - 2 - d)
         return (x0, y0, x0 + d, y0 + d)
 
@@ -566,9 +568,10 @@ def _draw_doc(rng: np.random.Generator, size: int, qtype: str, answer: str) -> I
     heading = COLOURS[answer if qtype == "heading_colour" else str(rng.choice(HEADING_COLOURS))]
     canvas.rect((5, 4, rng.uniform(30, 58), 11), heading)
 
+    # Two or three lines a paragraph, so more paragraphs cover more of the page (1: 2-3 lines,
+    # 2: 4-6, 3: 6-9): a count the small demo model can learn in minutes.
     n = _count(rng, qtype, answer, "paragraph_count")
-    most_lines = {1: 5, 2: 4, 3: 3}[n]
-    lines = [int(rng.integers(2, most_lines + 1)) for _ in range(n)]
+    lines = [int(rng.integers(2, 4)) for _ in range(n)]
     height = sum(LINE_PITCH * k - 2 for k in lines) + PARAGRAPH_GAP * (n - 1)
     y = TEXT_TOP + rng.uniform(0, UNIT - 3 - TEXT_TOP - height)
     for k in lines:

