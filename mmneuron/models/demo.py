@@ -47,10 +47,10 @@ class DemoSize:
 
     patch: int = 8
     vision_hidden: int = 96
-    vision_mlp: int = 192
+    vision_mlp: int = 128
     vision_layers: int = 3  # LLaVA reads layer -2, so the last layer is causally inert, as in the paper
     text_hidden: int = 96
-    text_mlp: int = 256
+    text_mlp: int = 192
     text_layers: int = 4
     heads: int = 4
 
