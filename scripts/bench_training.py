@@ -1,0 +1,85 @@
+"""Cost of one demo-model training step: SDPA vs eager attention, logits everywhere vs at the answer.
+
+    python scripts/bench_training.py                       # 32 prepared batches' worth, 2 threads
+    python scripts/bench_training.py --threads 1 --repeats 20
+
+Every variant runs the same prepared batches of the untrained demo model (forward and backward,
+no optimizer step); each repeat times one batch per variant, alternating, and the table gives the
+median seconds per step over repeats and the ratio to the first row. Training uses SDPA (the
+model's default) and logits at the answer positions.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from mmneuron.data import synthetic
+from mmneuron.models.demo import build_demo_model, build_demo_processor
+from mmneuron.models.generation import position_ids
+from mmneuron.models.train_demo import IGNORE, _left_pad, answer_loss, encode_training_samples
+
+
+def full_loss(model, input_ids, labels, pixel_values, image_sizes, pad: int) -> torch.Tensor:
+    """The same loss from logits at every position."""
+    attention_mask = (input_ids != pad).long()
+    logits = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids(attention_mask),
+        pixel_values=pixel_values,
+        image_sizes=image_sizes,
+    ).logits
+    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE)
+
+
+VARIANTS = (("sdpa", full_loss), ("sdpa", answer_loss), ("eager", full_loss), ("eager", answer_loss))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    processor = build_demo_processor(synthetic.vocabulary())
+    model = build_demo_model(processor)
+    per_domain = -(-args.batch_size // len(synthetic.DOMAINS))
+    samples = [s for d in synthetic.DOMAINS for s in synthetic.generate(d, "bench", per_domain)][: args.batch_size]
+    encoded = encode_training_samples(processor, samples)
+    pad = processor.tokenizer.pad_token_id
+    batch = (
+        _left_pad(encoded.input_ids, pad), _left_pad(encoded.labels, IGNORE), encoded.pixel_values, encoded.image_sizes
+    )
+
+    def step(attention: str, loss_fn) -> float:
+        model.set_attn_implementation(attention)
+        started = time.perf_counter()
+        loss_fn(model, *batch, pad).backward()
+        elapsed = time.perf_counter() - started
+        model.zero_grad(set_to_none=True)
+        return elapsed
+
+    for variant in VARIANTS:  # warm-up
+        step(*variant)
+    times = {variant: [] for variant in VARIANTS}
+    for _ in range(args.repeats):
+        for variant in VARIANTS:
+            times[variant].append(step(*variant))
+
+    base = statistics.median(times[VARIANTS[0]])
+    print(f"batch {args.batch_size}, {args.repeats} repeats, {args.threads} threads, torch {torch.__version__}")
+    print("| attention | logits | s/step (median) | ratio |")
+    print("|---|---|---|---|")
+    for (attention, loss_fn), values in times.items():
+        median = statistics.median(values)
+        where = "every position" if loss_fn is full_loss else "answer positions"
+        print(f"| {attention} | {where} | {median:.4f} | {median / base:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
