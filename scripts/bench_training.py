@@ -5,8 +5,8 @@
 
 Every variant runs the same prepared batches of the untrained demo model (forward and backward,
 no optimizer step); each repeat times one batch per variant, alternating, and the table gives the
-median seconds per step over repeats and the ratio to the first row. Training uses SDPA (the
-model's default) and logits at the answer positions.
+median seconds per step over repeats and the ratio to the first row. Training uses eager
+attention and logits at the answer positions.
 """
 from __future__ import annotations
 

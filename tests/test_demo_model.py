@@ -129,3 +129,16 @@ def test_answer_loss_equals_the_loss_over_every_position():
         )
     assert loss.item() == pytest.approx(total / count, rel=1e-4)
 
+
+def test_training_runs_eager_attention_and_restores_the_models_own():
+    from mmneuron.models.train_demo import TrainSettings, train
+
+    processor = build_demo_processor(synthetic.vocabulary())
+    model = build_demo_model(processor)
+    seen = []
+    hook = model.model.language_model.layers[0].self_attn.register_forward_hook(
+        lambda module, args, output: seen.append(module.config._attn_implementation)
+    )
+    train(model, processor, synthetic.generate("doc", "train", 4), TrainSettings(steps=1, batch_size=2, warmup_steps=1))
+    hook.remove()
+    assert seen == ["eager"] and model.config._attn_implementation == "sdpa"

@@ -3,7 +3,8 @@
 Deterministic for a given seed, step count and thread count: one seeded generator draws the
 batches, and the loss covers only the answer tokens (and the closing ``</s>``). Rows are padded on
 the left, so every answer ends the sequence and the model computes logits for the last positions
-only.
+only. Attention is eager while training: the training rule took 266-270 s with it and 302 s with
+SDPA on 2 CPU threads (the model keeps its own attention for evaluation and after saving).
 """
 from __future__ import annotations
 
@@ -97,6 +98,8 @@ def train(model, processor, samples: list[Sample], settings: TrainSettings) -> d
     pad = processor.tokenizer.pad_token_id
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
     generator = torch.Generator().manual_seed(settings.seed)
+    attention = model.config._attn_implementation
+    model.set_attn_implementation("eager")
     model.train()
     started = time.perf_counter()
     losses = []
@@ -123,6 +126,7 @@ def train(model, processor, samples: list[Sample], settings: TrainSettings) -> d
         if step % 200 == 0:
             log.info("step %d loss %.4f", step, losses[-1])
     model.eval()
+    model.set_attn_implementation(attention)
     return {"train_seconds": round(time.perf_counter() - started, 1), "final_loss": sum(losses[-50:]) / len(losses[-50:])}
 
 
