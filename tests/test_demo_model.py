@@ -127,7 +127,12 @@ def test_answer_loss_equals_the_loss_over_every_position():
             model, ids, labels, torch.cat([r[0]["pixel_values"] for r in rows]),
             torch.cat([r[0]["image_sizes"] for r in rows]), pad,
         )
+        everywhere = answer_loss(
+            model, ids, labels, torch.cat([r[0]["pixel_values"] for r in rows]),
+            torch.cat([r[0]["image_sizes"] for r in rows]), pad, logits_to_keep=0,
+        )
     assert loss.item() == pytest.approx(total / count, rel=1e-4)
+    assert everywhere.item() == pytest.approx(total / count, rel=1e-4)
 
 
 def test_training_runs_eager_attention_and_restores_the_models_own():

@@ -74,21 +74,28 @@ def _learning_rate(step: int, settings: TrainSettings) -> float:
     return settings.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def answer_loss(model, input_ids, labels, pixel_values, image_sizes, pad: int) -> torch.Tensor:
-    """Mean cross-entropy of the labelled tokens of left-padded rows, from the logits of the last
-    positions alone (the labelled tokens end every row)."""
+def answer_loss(
+    model, input_ids, labels, pixel_values, image_sizes, pad: int, logits_to_keep: int | None = None
+) -> torch.Tensor:
+    """Mean cross-entropy of the labelled tokens of left-padded rows.
+
+    The labelled tokens end every row, so by default the model computes logits only for the
+    positions that predict them; ``logits_to_keep=0`` computes them everywhere (same loss).
+    """
     attention_mask = (input_ids != pad).long()
-    answer_length = int((labels != IGNORE).sum(1).max())
+    if logits_to_keep is None:
+        logits_to_keep = int((labels != IGNORE).sum(1).max()) + 1
     logits = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids(attention_mask),
         pixel_values=pixel_values,
         image_sizes=image_sizes,
-        logits_to_keep=answer_length + 1,  # the positions that predict the answer tokens
+        logits_to_keep=logits_to_keep,
     ).logits
+    predicted = labels[:, 1 - logits.shape[1] :]  # the tokens that those logits predict
     return torch.nn.functional.cross_entropy(
-        logits[:, :-1].flatten(0, 1), labels[:, -answer_length:].flatten(), ignore_index=IGNORE
+        logits[:, :-1].flatten(0, 1), predicted.flatten(), ignore_index=IGNORE
     )
 
 
