@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test
+.PHONY: setup demo test lint
 
 setup: $(VENV)/.installed
 
@@ -11,7 +11,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --constraint requirements.lock --editable ".[workflow,test]"
+	$(BIN)/python -m pip install --quiet --constraint requirements.lock --editable ".[workflow,test,lint]"
 	touch $@
 
 demo: setup
@@ -19,3 +19,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# The house rules: ruff (lint and format), snakefmt, and Snakemake's own linter.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check .
+	PATH="$(CURDIR)/$(BIN):$$PATH" snakemake --lint

@@ -1,4 +1,5 @@
 """The ``mmneuron`` command: one subcommand per stage, each defined in ``mmneuron.commands``."""
+
 from __future__ import annotations
 
 import argparse

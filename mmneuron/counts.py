@@ -6,15 +6,16 @@ and ``"{site}/{scope}/tokens"`` (layers: token positions counted), scope in ``al
 ``{sample_id, reason}``), ``sites`` (JSON ``{site: {layers, width, inert_layers}}``), ``settings``
 (JSON: extraction settings) and ``versions`` (JSON: package versions).
 """
+
 from __future__ import annotations
 
 import json
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from safetensors import safe_open
@@ -92,16 +93,17 @@ class Counts:
             raise CountsError(f"{name}: 'active' and 'tokens' tensors differ for (site, scope) {diff}")
         held = {site for site, _ in self.active}
         if held != set(self.sites):
-            raise CountsError(
-                f"{name}: tensors for sites {sorted(held)} but 'sites' lists {sorted(self.sites)}"
-            )
+            raise CountsError(f"{name}: tensors for sites {sorted(held)} but 'sites' lists {sorted(self.sites)}")
         for site, scope in self.active:
             key = f"{site}/{scope}"
             if scope not in SCOPES:
                 raise CountsError(f"{name}: unknown scope in '{key}'; expected one of {SCOPES}")
             info = self.sites[site]
             active, tokens = self.active[site, scope], self.tokens[site, scope]
-            for kind, tensor, shape in (("active", active, (info.layers, info.width)), ("tokens", tokens, (info.layers,))):
+            for kind, tensor, shape in (
+                ("active", active, (info.layers, info.width)),
+                ("tokens", tokens, (info.layers,)),
+            ):
                 if tuple(tensor.shape) != shape:
                     raise CountsError(
                         f"{name}: '{key}/{kind}' has shape {tuple(tensor.shape)}, but 'sites' says {shape}"
@@ -148,7 +150,7 @@ class Counts:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Counts":
+    def load(cls, path: str | Path) -> Counts:
         """Read a counts file, checking its metadata, keys and shapes."""
         path = Path(path)
         if not path.is_file():
@@ -156,7 +158,7 @@ class Counts:
         try:
             with safe_open(str(path), framework="pt") as handle:
                 meta = handle.metadata() or {}
-                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+                tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (a safetensors handle, not a dict)
         except Exception as exc:  # safetensors raises its own (non-exported) error types
             raise CountsError(f"{path}: not a readable safetensors file ({exc})") from exc
         missing = [key for key in METADATA_KEYS if key not in meta]
@@ -227,8 +229,7 @@ def merge(parts: Sequence[Counts]) -> Counts:
         skipped=[entry for part in parts for entry in part.skipped],
         settings={
             "merged": [
-                {"source": name, "samples": part.samples, "settings": part.settings}
-                for name, part in zip(names, parts)
+                {"source": name, "samples": part.samples, "settings": part.settings} for name, part in zip(names, parts)
             ]
         },
         versions=versions,
@@ -242,10 +243,7 @@ def load_many(paths: Sequence[str | Path]) -> dict[str, Counts]:
     for path in paths:
         counts = Counts.load(path)
         by_domain.setdefault(counts.domain, []).append(counts)
-    return {
-        domain: parts[0] if len(parts) == 1 else merge(parts)
-        for domain, parts in sorted(by_domain.items())
-    }
+    return {domain: parts[0] if len(parts) == 1 else merge(parts) for domain, parts in sorted(by_domain.items())}
 
 
 def _write_safetensors(tensors: dict[str, torch.Tensor], meta: dict[str, str], path: Path) -> None:
@@ -255,7 +253,11 @@ def _write_safetensors(tensors: dict[str, torch.Tensor], meta: dict[str, str], p
     blobs, offset = [], 0
     for name in sorted(tensors):
         data = tensors[name].numpy().astype("<i8").tobytes()
-        header[name] = {"dtype": "I64", "shape": list(tensors[name].shape), "data_offsets": [offset, offset + len(data)]}
+        header[name] = {
+            "dtype": "I64",
+            "shape": list(tensors[name].shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
         blobs.append(data)
         offset += len(data)
     text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()

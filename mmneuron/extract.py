@@ -6,12 +6,13 @@ real tokens of a batched prompt keep the positions they have alone (which matter
 position embeddings such as the Q-Former's); padding is masked out of every count. Counts are sums
 over positions, so they do not depend on batch size or sharding, and shards merge by summing.
 """
+
 from __future__ import annotations
 
 import inspect
 import logging
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from tqdm.auto import tqdm

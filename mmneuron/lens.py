@@ -11,14 +11,15 @@ which has already gone through the final norm (``capture_outputs`` ties it; a fe
 Rather than rely on that, the lens records the final norm's *input* with a forward hook and decodes
 it like every other layer, so the last layer's lens is exactly the model's own logits.
 """
+
 from __future__ import annotations
 
 import inspect
 import json
 import logging
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,8 +37,16 @@ IMAGE, TEXT, ALL = "image", "text", "all"
 SCOPES = (ALL, IMAGE, TEXT)
 DEFAULT_PROMPT = "<image>\n{question}"  # the authors' statistics prompt: no chat template
 TABLE_COLUMNS = (
-    "model", "domain", "scope", "layer", "n", "samples",
-    "entropy_mean", "entropy_std", "top_prob_mean", "top_tokens",
+    "model",
+    "domain",
+    "scope",
+    "layer",
+    "n",
+    "samples",
+    "entropy_mean",
+    "entropy_std",
+    "top_prob_mean",
+    "top_tokens",
 )
 
 
@@ -121,21 +130,26 @@ class ScopeStats:
     top_ids: list[Counter]  # per layer: token id -> positions where it is the top token
 
     @classmethod
-    def empty(cls, layers: int) -> "ScopeStats":
+    def empty(cls, layers: int) -> ScopeStats:
         zeros = lambda dtype: np.zeros(layers, dtype=dtype)  # noqa: E731
-        return cls(zeros(np.int64), zeros(np.float64), zeros(np.float64), zeros(np.float64),
-                   [Counter() for _ in range(layers)])
+        return cls(
+            zeros(np.int64), zeros(np.float64), zeros(np.float64), zeros(np.float64), [Counter() for _ in range(layers)]
+        )
 
     @property
     def layers(self) -> int:
         return len(self.n)
 
-    def merge(self, other: "ScopeStats") -> "ScopeStats":
+    def merge(self, other: ScopeStats) -> ScopeStats:
         if other.layers != self.layers:
             raise LensError(f"cannot merge lens statistics of {self.layers} and {other.layers} layers")
-        return ScopeStats(self.n + other.n, self.entropy_sum + other.entropy_sum,
-                          self.entropy_sq_sum + other.entropy_sq_sum, self.top_prob_sum + other.top_prob_sum,
-                          [a + b for a, b in zip(self.top_ids, other.top_ids)])
+        return ScopeStats(
+            self.n + other.n,
+            self.entropy_sum + other.entropy_sum,
+            self.entropy_sq_sum + other.entropy_sq_sum,
+            self.top_prob_sum + other.top_prob_sum,
+            [a + b for a, b in zip(self.top_ids, other.top_ids)],
+        )
 
     def entropy_mean(self) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -263,12 +277,22 @@ class LensAccumulator:
                 means, stds, probs = s.entropy_mean(), s.entropy_std(), s.top_prob_mean()
                 for layer in range(s.layers):
                     common = s.top_ids[layer].most_common(top_tokens)
-                    rows.append({
-                        "model": self.model_name, "domain": domain, "scope": scope, "layer": layer,
-                        "n": int(s.n[layer]), "samples": self.samples[domain],
-                        "entropy_mean": means[layer], "entropy_std": stds[layer], "top_prob_mean": probs[layer],
-                        "top_tokens": "; ".join(f"{token_text(tokenizer, i)} {c / s.n[layer]:.2f}" for i, c in common),
-                    })
+                    rows.append(
+                        {
+                            "model": self.model_name,
+                            "domain": domain,
+                            "scope": scope,
+                            "layer": layer,
+                            "n": int(s.n[layer]),
+                            "samples": self.samples[domain],
+                            "entropy_mean": means[layer],
+                            "entropy_std": stds[layer],
+                            "top_prob_mean": probs[layer],
+                            "top_tokens": "; ".join(
+                                f"{token_text(tokenizer, i)} {c / s.n[layer]:.2f}" for i, c in common
+                            ),
+                        }
+                    )
         return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
 
 
@@ -298,10 +322,15 @@ def _example(processor, sample: Sample, inputs, row: int, chosen, trace: Trace, 
     ids = trace.ids[:, offset : offset + len(chosen)]
     probs = trace.probs[:, offset : offset + len(chosen)]
     return {
-        "sample_id": sample.sample_id, "domain": sample.domain, "question": sample.question,
+        "sample_id": sample.sample_id,
+        "domain": sample.domain,
+        "question": sample.question,
         "positions": [
-            {"position": int(pos), "scope": scope,
-             "input_token": token_text(tokenizer, int(inputs["input_ids"][row, pos]))}
+            {
+                "position": int(pos),
+                "scope": scope,
+                "input_token": token_text(tokenizer, int(inputs["input_ids"][row, pos])),
+            }
             for scope, pos in chosen
         ],
         "top_tokens": [[token_text(tokenizer, int(i)) for i in layer] for layer in ids],
@@ -341,8 +370,10 @@ def run_lens(
     arch = model.config.model_type
     image_token = image_token_id(model)
     tokenizer = processor.tokenizer
-    run = LensRun(LensAccumulator(model_name), settings={
-        "prompt": prompt_template, "chat": chat, "batch_size": batch_size, "chunk_size": chunk_size})
+    run = LensRun(
+        LensAccumulator(model_name),
+        settings={"prompt": prompt_template, "chat": chat, "batch_size": batch_size, "chunk_size": chunk_size},
+    )
     by_domain: dict[str, list[Sample]] = {}
     for sample in samples:
         by_domain.setdefault(sample.domain, []).append(sample)
@@ -361,8 +392,10 @@ def run_lens(
                 inputs = encode(processor, images, prompts, model)
                 masks = scope_masks(inputs, image_token)
                 wanted = max(0, examples_per_domain - sum(e["domain"] == domain for e in run.examples))
-                chosen = [_trace_positions(masks, row, image_positions, text_positions)
-                          for row in range(min(wanted, len(batch)))]
+                chosen = [
+                    _trace_positions(masks, row, image_positions, text_positions)
+                    for row in range(min(wanted, len(batch)))
+                ]
                 trace = [(row, pos) for row, picks in enumerate(chosen) for _, pos in picks]
                 stats, traced = logit_lens(model, inputs, masks, chunk_size=chunk_size, trace=trace)
                 run.accumulator.add(domain, stats, len(batch))

@@ -5,6 +5,7 @@ All tables are tidy (one row per site and domain, pair or membership count) and 
 :class:`~mmneuron.selection.Selection` loaded from ``neurons.json`` as well as a fresh one.
 The domain ``(any)`` stands for the union over domains. A Jaccard overlap of two empty sets is NaN.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -16,13 +17,25 @@ from .selection import Selection, SelectionError
 
 ANY = "(any)"
 COLUMNS = [
-    "model", "site", "statistic", "domain", "other_domain", "n_domains",
-    "count", "count_a", "count_b", "share_of_site", "share_of_selected", "jaccard",
+    "model",
+    "site",
+    "statistic",
+    "domain",
+    "other_domain",
+    "n_domains",
+    "count",
+    "count_a",
+    "count_b",
+    "share_of_site",
+    "share_of_selected",
+    "jaccard",
 ]
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=COLUMNS).astype({c: "Int64" for c in ("n_domains", "count", "count_a", "count_b")})
+    return pd.DataFrame(rows, columns=COLUMNS).astype(
+        {c: "Int64" for c in ("n_domains", "count", "count_a", "count_b")}
+    )
 
 
 def jaccard(a: set, b: set) -> float:
@@ -43,10 +56,16 @@ def domain_counts(selection: Selection) -> pd.DataFrame:
     for site in sorted(selection.sites):
         info = selection.sites[site]
         for domain, neurons in _sets(selection, site).items():
-            rows.append({
-                "model": selection.model, "site": site, "statistic": "per_domain", "domain": domain,
-                "count": len(neurons), "share_of_site": len(neurons) / (info.layers * info.width),
-            })
+            rows.append(
+                {
+                    "model": selection.model,
+                    "site": site,
+                    "statistic": "per_domain",
+                    "domain": domain,
+                    "count": len(neurons),
+                    "share_of_site": len(neurons) / (info.layers * info.width),
+                }
+            )
     return _frame(rows)
 
 
@@ -60,11 +79,17 @@ def membership(selection: Selection) -> pd.DataFrame:
         total = len(sets[ANY])
         for n_domains in range(len(selection.domains) + 1):
             count = tally.get(n_domains, 0)
-            rows.append({
-                "model": selection.model, "site": site, "statistic": "membership", "n_domains": n_domains,
-                "count": count, "share_of_site": count / (info.layers * info.width),
-                "share_of_selected": count / total if total else float("nan"),
-            })
+            rows.append(
+                {
+                    "model": selection.model,
+                    "site": site,
+                    "statistic": "membership",
+                    "n_domains": n_domains,
+                    "count": count,
+                    "share_of_site": count / (info.layers * info.width),
+                    "share_of_selected": count / total if total else float("nan"),
+                }
+            )
     return _frame(rows)
 
 
@@ -74,11 +99,19 @@ def overlaps(selection: Selection) -> pd.DataFrame:
     for site in sorted(selection.sites):
         sets = _sets(selection, site)
         for a, b in combinations(selection.domains, 2):
-            rows.append({
-                "model": selection.model, "site": site, "statistic": "overlap", "domain": a, "other_domain": b,
-                "count": len(sets[a] & sets[b]), "count_a": len(sets[a]), "count_b": len(sets[b]),
-                "jaccard": jaccard(sets[a], sets[b]),
-            })
+            rows.append(
+                {
+                    "model": selection.model,
+                    "site": site,
+                    "statistic": "overlap",
+                    "domain": a,
+                    "other_domain": b,
+                    "count": len(sets[a] & sets[b]),
+                    "count_a": len(sets[a]),
+                    "count_b": len(sets[b]),
+                    "jaccard": jaccard(sets[a], sets[b]),
+                }
+            )
     return _frame(rows)
 
 
@@ -96,10 +129,18 @@ def stability(half_a: Selection, half_b: Selection) -> pd.DataFrame:
         sets_a, sets_b = _sets(half_a, site), _sets(half_b, site)
         for domain in sets_a:
             a, b = sets_a[domain], sets_b[domain]
-            rows.append({
-                "model": half_a.model, "site": site, "statistic": "stability", "domain": domain,
-                "count": len(a & b), "count_a": len(a), "count_b": len(b), "jaccard": jaccard(a, b),
-            })
+            rows.append(
+                {
+                    "model": half_a.model,
+                    "site": site,
+                    "statistic": "stability",
+                    "domain": domain,
+                    "count": len(a & b),
+                    "count_a": len(a),
+                    "count_b": len(b),
+                    "jaccard": jaccard(a, b),
+                }
+            )
     return _frame(rows)
 
 

@@ -16,14 +16,15 @@ noise floor, exactly cos 1 / rel L2 0 where the forward is deterministic (the CP
 Batches are padded on the right (no generation): causal attention never looks at right padding,
 so a padded row gives what the sample alone gives.
 """
+
 from __future__ import annotations
 
 import inspect
 import logging
 from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -43,8 +44,20 @@ from mmneuron.selection import Selection
 log = logging.getLogger(__name__)
 
 TABLE_COLUMNS = (
-    "model", "condition", "control", "seed", "domain", "scope", "layer",
-    "cosine_mean", "cosine_std", "rel_l2_mean", "rel_l2_std", "n", "samples", "deactivated",
+    "model",
+    "condition",
+    "control",
+    "seed",
+    "domain",
+    "scope",
+    "layer",
+    "cosine_mean",
+    "cosine_std",
+    "rel_l2_mean",
+    "rel_l2_std",
+    "n",
+    "samples",
+    "deactivated",
 )
 
 
@@ -61,6 +74,7 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
 @contextmanager
 def _on_layer_outputs(layers: nn.ModuleList, fn: Callable[[int, torch.Tensor], None]):
     """Call ``fn(layer, hidden)`` with each decoder layer's output during the forwards in the context."""
+
     def hook(index: int):
         return lambda module, args, output: fn(index, output[0] if isinstance(output, tuple) else output)
 
@@ -120,14 +134,18 @@ class PerturbationStats:
     rel_sum: np.ndarray
     rel_sq_sum: np.ndarray
 
-    def merge(self, other: "PerturbationStats") -> "PerturbationStats":
+    def merge(self, other: PerturbationStats) -> PerturbationStats:
         if len(other.rel_sum) != len(self.rel_sum):
             raise PerturbationError(
                 f"cannot merge perturbation statistics of {len(self.rel_sum)} and {len(other.rel_sum)} layers"
             )
-        return PerturbationStats(self.n + other.n, self.distance_sum + other.distance_sum,
-                                 self.distance_sq_sum + other.distance_sq_sum, self.rel_sum + other.rel_sum,
-                                 self.rel_sq_sum + other.rel_sq_sum)
+        return PerturbationStats(
+            self.n + other.n,
+            self.distance_sum + other.distance_sum,
+            self.distance_sq_sum + other.distance_sq_sum,
+            self.rel_sum + other.rel_sum,
+            self.rel_sq_sum + other.rel_sq_sum,
+        )
 
     def mean_std(self, total: np.ndarray, squares: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and standard deviation over positions (population, ddof=0); nan without positions."""
@@ -144,7 +162,9 @@ class PerturbationStats:
         return self.mean_std(self.rel_sum, self.rel_sq_sum)
 
 
-def _aggregate(distance: torch.Tensor, rel: torch.Tensor, members: Mapping[str, torch.Tensor]) -> dict[str, PerturbationStats]:
+def _aggregate(
+    distance: torch.Tensor, rel: torch.Tensor, members: Mapping[str, torch.Tensor]
+) -> dict[str, PerturbationStats]:
     """Sums per layer over each scope's positions (``distance``, ``rel``: layers x positions)."""
     distance, rel = distance.double(), rel.double()
     values = torch.stack([distance, distance.pow(2), rel, rel.pow(2)])  # 4 x layers x positions
@@ -183,13 +203,15 @@ def perturbation(
         rel: list[torch.Tensor | None] = [None] * layers
 
         def measure(index: int, hidden: torch.Tensor) -> None:
-            distance[index], rel[index] = compare(clean[index], hidden[union.to(hidden.device)])
+            # called only within this iteration, so the loop variables are the current ones
+            distance[index], rel[index] = compare(clean[index], hidden[union.to(hidden.device)])  # noqa: B023
 
         with deactivation:
             _states(model, inputs, measure)
         device = union.device
-        results[key] = _aggregate(torch.stack([d.to(device) for d in distance]),
-                                  torch.stack([r.to(device) for r in rel]), members)
+        results[key] = _aggregate(
+            torch.stack([d.to(device) for d in distance]), torch.stack([r.to(device) for r in rel]), members
+        )
     return results
 
 
@@ -222,13 +244,24 @@ class PerturbationRun:
                 s = by_scope[scope]
                 (cos_mean, cos_std), (rel_mean, rel_std) = s.cosine(), s.rel_l2()
                 for layer in range(len(cos_mean)):
-                    rows.append({
-                        "model": self.model_name, "condition": condition.name, "control": condition.control,
-                        "seed": condition.seed, "domain": domain, "scope": scope, "layer": layer,
-                        "cosine_mean": cos_mean[layer], "cosine_std": cos_std[layer],
-                        "rel_l2_mean": rel_mean[layer], "rel_l2_std": rel_std[layer], "n": s.n,
-                        "samples": self.samples[domain], "deactivated": self.deactivated[condition, domain],
-                    })
+                    rows.append(
+                        {
+                            "model": self.model_name,
+                            "condition": condition.name,
+                            "control": condition.control,
+                            "seed": condition.seed,
+                            "domain": domain,
+                            "scope": scope,
+                            "layer": layer,
+                            "cosine_mean": cos_mean[layer],
+                            "cosine_std": cos_std[layer],
+                            "rel_l2_mean": rel_mean[layer],
+                            "rel_l2_std": rel_std[layer],
+                            "n": s.n,
+                            "samples": self.samples[domain],
+                            "deactivated": self.deactivated[condition, domain],
+                        }
+                    )
         table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
         table["seed"] = table["seed"].astype("Int64")
         return table
@@ -264,9 +297,19 @@ def run_perturbation(
     check_selection(selection, sites)
     image_token = image_token_id(model)
     model_type = model.config.model_type
-    run = PerturbationRun(model_name, list(conditions), settings={
-        "prompt": prompt, "prompts": prompts, "chat": chat, "batch_size": batch_size, "value": value,
-        "padding": "right", "selection": {"model": selection.model, **selection.parameters}})
+    run = PerturbationRun(
+        model_name,
+        list(conditions),
+        settings={
+            "prompt": prompt,
+            "prompts": prompts,
+            "chat": chat,
+            "batch_size": batch_size,
+            "value": value,
+            "padding": "right",
+            "selection": {"model": selection.model, **selection.parameters},
+        },
+    )
     by_domain: dict[str, list[Sample]] = {}
     for sample in samples:
         by_domain.setdefault(sample.domain, []).append(sample)
@@ -280,8 +323,9 @@ def run_perturbation(
                 deactivations[condition] = Deactivation(sites, condition.neurons(selection, domain), value)
                 run.deactivated[condition, domain] = deactivations[condition].count
             settings = Settings(prompt=prompts.get(domain, prompt), chat=chat)
-            for start in tqdm(range(0, len(group), batch_size), desc=f"perturbation {domain}", unit="batch",
-                              disable=not progress):
+            for start in tqdm(
+                range(0, len(group), batch_size), desc=f"perturbation {domain}", unit="batch", disable=not progress
+            ):
                 batch, images, skipped = decode_images(group[start : start + batch_size])
                 run.skipped += skipped
                 if not batch:

@@ -14,14 +14,15 @@ p > 0); when fewer neurons pass the filter than k, only those are selected and t
 reported instead of padding with excluded neurons. Percentile ranks are clamped to [1, count]
 (a rate whose k rounds to 0 takes the smallest value); a top_rate whose k rounds to 0 selects none.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 import torch
@@ -87,7 +88,7 @@ class SiteSelection:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SiteSelection":
+    def from_dict(cls, data: dict) -> SiteSelection:
         pairs = lambda rows: [(int(layer), int(neuron)) for layer, neuron in rows]  # noqa: E731
         return cls(
             layers=int(data["layers"]),
@@ -136,7 +137,7 @@ class Selection:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Selection":
+    def load(cls, path: str | Path) -> Selection:
         path = Path(path)
         try:
             data = json.loads(path.read_text())
@@ -172,7 +173,16 @@ class Selection:
                     row[f"p_{domain}"] = float(site.probabilities[i, layer, neuron])
                 row.update(domains=";".join(domains), n_domains=len(domains), inert=layer in site.inert_layers)
                 rows.append(row)
-        columns = ["site", "layer", "neuron", "entropy", *(f"p_{d}" for d in self.domains), "domains", "n_domains", "inert"]
+        columns = [
+            "site",
+            "layer",
+            "neuron",
+            "entropy",
+            *(f"p_{d}" for d in self.domains),
+            "domains",
+            "n_domains",
+            "inert",
+        ]
         return pd.DataFrame(rows, columns=columns)
 
     def lape(self, site: str) -> list[list[torch.Tensor]]:
@@ -311,8 +321,13 @@ def select(
     }
     for name, site in sites.items():
         if site.shortfall:
-            log.warning("site '%s': only %d neurons pass the filter (tau=%g), fewer than k=%d; selecting those",
-                        name, site.candidates, site.tau, site.k)
+            log.warning(
+                "site '%s': only %d neurons pass the filter (tau=%g), fewer than k=%d; selecting those",
+                name,
+                site.candidates,
+                site.tau,
+                site.k,
+            )
     return Selection(
         model=first.model,
         domains=domains,

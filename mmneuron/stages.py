@@ -17,10 +17,11 @@ So the stages, when found, are contiguous and cover every layer. Example: ``e = 
 0.9, 0.8, 0.9, 1.1`` gives alignment 0-2 (the fall starts below 5 - 0.1 * 4.2), processing 3-7
 (down to the minimum), token selection 8-9 (a rise of 0.3 >= 0.05 * 4.2).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -80,8 +81,11 @@ def detect_stages(curve: Sequence[float], rule: StageRule = StageRule()) -> Stag
     rise = e[low + 1 :].max() - e[low] if low < n - 1 else 0.0
     if low < n - 1 and rise >= rule.min_rise * fall:
         return Stages(n, alignment, (start, low), (low + 1, n - 1), peak, low, "three stages")
-    note = "no token-selection stage: minimum at the last layer" if low == n - 1 else (
-        "no token-selection stage: entropy does not rise after its minimum")
+    note = (
+        "no token-selection stage: minimum at the last layer"
+        if low == n - 1
+        else ("no token-selection stage: entropy does not rise after its minimum")
+    )
     return Stages(n, alignment, (start, n - 1), None, peak, low, note)
 
 
@@ -97,8 +101,9 @@ def stage_table(lens_table: pd.DataFrame, scope: str = "image", rule: StageRule 
         for name in STAGES:
             span = getattr(stages, name)
             row[f"{name}_first"], row[f"{name}_last"] = span if span is not None else (None, None)
-        rows.append({**row, "peak_layer": stages.peak_layer, "min_layer": stages.min_layer,
-                     "note": stages.note, **asdict(rule)})
+        rows.append(
+            {**row, "peak_layer": stages.peak_layer, "min_layer": stages.min_layer, "note": stages.note, **asdict(rule)}
+        )
     table = pd.DataFrame(rows)
     int_columns = [c for c in table.columns if c.endswith(("_first", "_last", "_layer"))]
     return table.astype({c: "Int64" for c in int_columns})

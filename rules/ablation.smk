@@ -43,10 +43,17 @@ rule ablate:
         data="data/{domain}/eval.parquet",
     output:
         "results/{model}/ablation/answers/{condition}/{variant}/{domain}.jsonl",
+    log:
+        "logs/ablation/{model}/{condition}/{variant}/{domain}.log",
     wildcard_constraints:
         condition=r"[^/]+",
         variant=r"own|random\d+|from_[^/]+",
         domain=r"[^/]+",
+    conda:
+        "../envs/mmneuron.yaml"
+    threads: ABLATION["threads"]
+    resources:
+        gpu=0 if config["device"] == "cpu" else 1,
     params:
         model=model_path,
         flags=ablation_variant_flags,
@@ -54,13 +61,6 @@ rule ablate:
         chat="--chat" if EVALUATION["chat"] else "",
         likelihood="" if ABLATION["likelihood"] else "--no-likelihood",
         settings=ABLATION,
-    threads: ABLATION["threads"]
-    resources:
-        gpu=0 if config["device"] == "cpu" else 1,
-    log:
-        "logs/ablation/{model}/{condition}/{variant}/{domain}.log",
-    conda:
-        "../envs/mmneuron.yaml"
     shell:
         MMNEURON + " ablate --model {params.model:q} --neurons {input.neurons} --data {input.data}"
         " --condition {wildcards.condition} {params.flags} --out {output} --prompt {params.prompt:q}"
@@ -77,14 +77,14 @@ rule score_ablation:
         scores="results/{model}/ablation/scores.csv",
         random="results/{model}/ablation/scores_random.csv",
         figures=directory("results/{model}/ablation/figures"),
-    params:
-        metrics=" ".join(f"{domain}={EVALUATION['metrics'][domain]}" for domain in DOMAINS),
-        judge=f"--judge {EVALUATION['judge']}" if EVALUATION.get("judge") else "",
-        n_boot=ABLATION["n_boot"],
     log:
         "logs/ablation/{model}/score.log",
     conda:
         "../envs/mmneuron.yaml"
+    params:
+        metrics=" ".join(f"{domain}={EVALUATION['metrics'][domain]}" for domain in DOMAINS),
+        judge=f"--judge {EVALUATION['judge']}" if EVALUATION.get("judge") else "",
+        n_boot=ABLATION["n_boot"],
     shell:
         MMNEURON + " score {input} --metrics {params.metrics} {params.judge} --out {output.scores}"
         " --random-out {output.random} --figures {output.figures} --n-boot {params.n_boot}"

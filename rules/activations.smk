@@ -13,6 +13,7 @@ EXTRACTION = config["extraction"]
 EXTRACTION_SHARDS = EXTRACTION["shards"]
 HALF_INDEX = {"a": 1, "b": 2}
 
+
 def extraction_shard(wildcards):
     """This job's shard of the domain's samples, as `mmneuron extract --shard` takes it."""
     half = HALF_INDEX[wildcards.half]
@@ -44,17 +45,17 @@ if EXTRACTION_SHARDS == 1:
             data="data/{domain}/stats.parquet",
         output:
             "results/{model}/counts/{domain}.half{half}.safetensors",
+        log:
+            "logs/activations/{model}/{domain}.half{half}.log",
         wildcard_constraints:
             half="a|b",
-        params:
-            **EXTRACT_PARAMS,
+        conda:
+            "../envs/mmneuron.yaml"
         threads: workflow.cores if config["device"] == "cpu" else 2
         resources:
             gpu=0 if config["device"] == "cpu" else 1,
-        log:
-            "logs/activations/{model}/{domain}.half{half}.log",
-        conda:
-            "../envs/mmneuron.yaml"
+        params:
+            **EXTRACT_PARAMS,
         shell:
             EXTRACT
 
@@ -66,18 +67,18 @@ else:
             data="data/{domain}/stats.parquet",
         output:
             "results/{model}/counts/shards/{domain}.half{half}.{shard}.safetensors",
+        log:
+            "logs/activations/{model}/{domain}.half{half}.{shard}.log",
         wildcard_constraints:
             half="a|b",
             shard=r"\d+",
-        params:
-            **EXTRACT_PARAMS,
+        conda:
+            "../envs/mmneuron.yaml"
         threads: workflow.cores if config["device"] == "cpu" else 2
         resources:
             gpu=0 if config["device"] == "cpu" else 1,
-        log:
-            "logs/activations/{model}/{domain}.half{half}.{shard}.log",
-        conda:
-            "../envs/mmneuron.yaml"
+        params:
+            **EXTRACT_PARAMS,
         shell:
             EXTRACT
 
@@ -89,10 +90,10 @@ else:
             ),
         output:
             "results/{model}/counts/{domain}.half{half}.safetensors",
-        wildcard_constraints:
-            half="a|b",
         log:
             "logs/activations/{model}/{domain}.half{half}.merge.log",
+        wildcard_constraints:
+            half="a|b",
         conda:
             "../envs/mmneuron.yaml"
         shell:
@@ -104,10 +105,10 @@ rule activation_counts:
         expand("results/{{model}}/counts/{{domain}}.half{half}.safetensors", half=HALF_INDEX),
     output:
         "results/{model}/counts/{domain}.safetensors",
-    wildcard_constraints:
-        domain=r"[^/.]+",
     log:
         "logs/activations/{model}/{domain}.merge.log",
+    wildcard_constraints:
+        domain=r"[^/.]+",
     conda:
         "../envs/mmneuron.yaml"
     shell:

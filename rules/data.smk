@@ -4,12 +4,12 @@
 rule synthetic_domain:
     output:
         expand("data/{{domain}}/{split}.parquet", split=["train", "stats", "eval"]),
-    params:
-        sizes=lambda wildcards: " ".join(f"{s}={n}" for s, n in config["data"]["sizes"].items()),
     log:
         "logs/data/synthetic_{domain}.log",
     conda:
         "../envs/mmneuron.yaml"
+    params:
+        sizes=lambda wildcards: " ".join(f"{s}={n}" for s, n in config["data"]["sizes"].items()),
     shell:
         MMNEURON + " make-data --domain {wildcards.domain} --sizes {params.sizes}"
         " --image-size {config[data][image_size]} --seed {config[seed]} --out-dir data > {log} 2>&1"

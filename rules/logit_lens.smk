@@ -13,17 +13,17 @@ rule logit_lens:
         stages="results/{model}/lens/stages.csv",
         examples="results/{model}/lens/examples.json",
         figures=directory("results/{model}/lens/figures"),
-    params:
-        model=model_path,
-        settings=LENS,
-        chat="--chat" if LENS["chat"] else "",
-    threads: workflow.cores if config["device"] == "cpu" else 2
-    resources:
-        gpu=0 if config["device"] == "cpu" else 1,
     log:
         "logs/logit_lens/{model}.log",
     conda:
         "../envs/mmneuron.yaml"
+    threads: workflow.cores if config["device"] == "cpu" else 2
+    resources:
+        gpu=0 if config["device"] == "cpu" else 1,
+    params:
+        model=model_path,
+        settings=LENS,
+        chat="--chat" if LENS["chat"] else "",
     shell:
         MMNEURON + " lens --model {params.model:q} --name {wildcards.model} --data {input.data}"
         " --out {output.table} --stages {output.stages} --examples {output.examples}"

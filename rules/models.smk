@@ -8,14 +8,14 @@ rule train_demo_model:
     output:
         model="results/models/demo/model.safetensors",
         accuracy="results/models/demo/accuracy.json",
-    params:
-        dir=subpath(output.model, parent=True),
-        settings=config["demo_model"],
-    threads: workflow.cores
     log:
         "logs/models/train_demo_model.log",
     conda:
         "../envs/mmneuron.yaml"
+    threads: workflow.cores
+    params:
+        dir=subpath(output.model, parent=True),
+        settings=config["demo_model"],
     shell:
         MMNEURON + " train-demo --train {input.train} --eval {input.eval} --out {params.dir}"
         " --steps {params.settings[steps]} --batch-size {params.settings[batch_size]}"

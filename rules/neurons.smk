@@ -15,12 +15,12 @@ rule select_neurons:
         stats="results/{model}/neuron_stats.csv",
         lape=directory("results/{model}/lape"),
         figures=directory("results/{model}/figures/neurons"),
-    params:
-        settings=SELECTION,
     log:
         "logs/neurons/{model}.log",
     conda:
         "../envs/mmneuron.yaml"
+    params:
+        settings=SELECTION,
     shell:
         MMNEURON + " select --counts {input.counts} --half-a {input.half_a} --half-b {input.half_b}"
         " --out {output.neurons} --table {output.table} --stats {output.stats} --lape-dir {output.lape}"

@@ -38,19 +38,19 @@ rule perturbation:
         table="results/{model}/perturbation/perturbation.csv",
         summary="results/{model}/perturbation/summary.json",
         figures=directory("results/{model}/perturbation/figures"),
+    log:
+        "logs/perturbation/{model}.log",
+    conda:
+        "../envs/mmneuron.yaml"
+    threads: workflow.cores if config["device"] == "cpu" else 2
+    resources:
+        gpu=0 if config["device"] == "cpu" else 1,
     params:
         model=model_path,
         settings=PERTURBATION,
         conditions=" ".join(PERTURBATION_CONDITIONS),
         seeds=f"--random-seeds {' '.join(map(str, PERTURBATION_SEEDS))}" if PERTURBATION_SEEDS else "",
         prompts=perturbation_prompt_flags,
-    threads: workflow.cores if config["device"] == "cpu" else 2
-    resources:
-        gpu=0 if config["device"] == "cpu" else 1,
-    log:
-        "logs/perturbation/{model}.log",
-    conda:
-        "../envs/mmneuron.yaml"
     shell:
         MMNEURON + " perturb --model {params.model:q} --name {wildcards.model} --neurons {input.neurons}"
         " --data {input.data} --conditions {params.conditions} {params.seeds}"

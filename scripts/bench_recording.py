@@ -8,6 +8,7 @@ Both variants run the same prepared batches (processing is not timed); each repe
 batches once per variant, alternating; the table gives the median over repeats and the ratio.
 Recording covers building the position masks, the hooks and the counting.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -8,6 +8,7 @@ no optimizer step); each repeat times one batch per variant, alternating, and th
 median seconds per step over repeats and the ratio to the first row. Training uses eager
 attention and logits at the answer positions.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,6 @@ import torch
 from mmneuron.data import synthetic
 from mmneuron.models.demo import build_demo_model, build_demo_processor
 from mmneuron.models.train_demo import IGNORE, _left_pad, answer_loss, encode_training_samples
-
 
 # (attention, logits_to_keep): 0 = logits at every position, None = at the answer positions only
 VARIANTS = (("sdpa", 0), ("sdpa", None), ("eager", 0), ("eager", None))
@@ -40,7 +40,10 @@ def main() -> None:
     encoded = encode_training_samples(processor, samples)
     pad = processor.tokenizer.pad_token_id
     batch = (
-        _left_pad(encoded.input_ids, pad), _left_pad(encoded.labels, IGNORE), encoded.pixel_values, encoded.image_sizes
+        _left_pad(encoded.input_ids, pad),
+        _left_pad(encoded.labels, IGNORE),
+        encoded.pixel_values,
+        encoded.image_sizes,
     )
 
     def step(attention: str, logits_to_keep: int | None) -> float:

@@ -3,6 +3,7 @@
 Per architecture and site: module name with ``{}`` for the layer, layers, width, inert layers and
 the kind of positions the module sees.
 """
+
 EXPECTED_SITES = {
     "llava_next": {
         "lm": ("model.language_model.layers.{}.mlp.act_fn", 2, 64, (), "language"),

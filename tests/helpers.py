@@ -1,4 +1,5 @@
 """Builders shared by the test modules."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +21,22 @@ def selection_for(model, by_domain: dict[str, dict[str, list]], samples: int = 4
     for site in resolve_sites(model):
         sets = {domain: sorted(map(tuple, per_site.get(site.name, []))) for domain, per_site in by_domain.items()}
         sites[site.name] = SiteSelection(
-            layers=site.layers, width=site.width, scope="all", inert_layers=list(site.inert_layers), tau=0.1,
-            tau_assign=0.1, candidates=10, k=10, entropy_cutoff=0.5, by_domain=sets, unassigned=[],
+            layers=site.layers,
+            width=site.width,
+            scope="all",
+            inert_layers=list(site.inert_layers),
+            tau=0.1,
+            tau_assign=0.1,
+            candidates=10,
+            k=10,
+            entropy_cutoff=0.5,
+            by_domain=sets,
+            unassigned=[],
         )
-    return Selection(model="tiny", domains=sorted(by_domain), samples={d: samples for d in by_domain},
-                     parameters={"top_rate": 0.01}, sites=sites)
+    return Selection(
+        model="tiny",
+        domains=sorted(by_domain),
+        samples={d: samples for d in by_domain},
+        parameters={"top_rate": 0.01},
+        sites=sites,
+    )

@@ -1,4 +1,5 @@
 """The ablation experiment: conditions, random controls, answers, likelihoods, scores, CLI."""
+
 from __future__ import annotations
 
 import math
@@ -7,14 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import noise_image, selection_for
 
-from mmneuron.ablation.conditions import (
-    PAPER_CONDITIONS,
-    Condition,
-    ConditionError,
-    condition_sites,
-    random_control,
-)
+from mmneuron.ablation.conditions import PAPER_CONDITIONS, Condition, ConditionError, condition_sites, random_control
 from mmneuron.ablation.likelihood import answer_loglik, reference_answer
 from mmneuron.ablation.run import AblationError, Settings, format_prompt, read_answers, run_ablation, write_answers
 from mmneuron.ablation.scoring import LOGLIK, load_runs, score_runs, summarize_random
@@ -25,12 +21,6 @@ from mmneuron.models.demo import build_demo_model, build_demo_processor
 from mmneuron.models.generation import encode
 from mmneuron.models.sites import image_prompt, resolve_sites, site_names
 from mmneuron.models.tiny import build_tiny, save_tiny
-
-from helpers import noise_image, selection_for
-
-
-
-
 
 NEURONS = {
     "rs": {"lm": [(0, 1), (0, 9), (1, 3)], "vision": [(0, 2), (2, 7)], "projector": [(0, 4)]},
@@ -66,13 +56,16 @@ def test_own_and_cross_domain_neurons(llava_next):
     _, _, selection = llava_next
     assert Condition("none").neurons(selection, "rs") == {}
     assert Condition("lm").neurons(selection, "rs") == {"lm": [(0, 1), (0, 9), (1, 3)]}
-    assert Condition("lm+projector", source="med").neurons(selection, "rs") == {"lm": [(1, 30), (1, 31)], "projector": []}
+    assert Condition("lm+projector", source="med").neurons(selection, "rs") == {
+        "lm": [(1, 30), (1, 31)],
+        "projector": [],
+    }
     with pytest.raises(ConditionError, match="'doc' has no neuron set"):
         Condition("lm").neurons(selection, "doc")
 
 
 def test_a_neuron_file_of_another_model_is_refused(llava_next):
-    model, processor, selection = llava_next
+    model, processor, _ = llava_next
     samples = _mixed_samples("rs", 1)
     other = selection_for(build_tiny("instructblip")[0], {"rs": {}})
     with pytest.raises(AblationError, match="site '(vision|qformer)'"):
@@ -132,8 +125,16 @@ def test_prompts_from_templates():
 def _mixed_samples(domain: str, count: int) -> list[Sample]:
     questions = ["what colour are the roofs?", "is there a river?", "how many buildings are there in the picture?"]
     answers = ["red", "no", "2"]
-    return [Sample(f"{domain}-{i}", domain, questions[i % 3], [answers[i % 3]],
-                   encode_png(noise_image(i, (48 + 16 * (i % 3), 40 + 8 * (i % 2))))) for i in range(count)]
+    return [
+        Sample(
+            f"{domain}-{i}",
+            domain,
+            questions[i % 3],
+            [answers[i % 3]],
+            encode_png(noise_image(i, (48 + 16 * (i % 3), 40 + 8 * (i % 2)))),
+        )
+        for i in range(count)
+    ]
 
 
 def test_generation_does_not_depend_on_the_batch_size():
@@ -147,8 +148,9 @@ def test_generation_does_not_depend_on_the_batch_size():
     outputs = {}
     for name in ("none", "lm+vision"):
         for bs in (1, 4):
-            records, skipped = run_ablation(model, processor, samples, selection, Condition(name), settings[bs],
-                                            "demo", progress=False)
+            records, skipped = run_ablation(
+                model, processor, samples, selection, Condition(name), settings[bs], "demo", progress=False
+            )
             assert not skipped
             outputs[name, bs] = [(r["prediction"], r["reference_loglik"]) for r in records]
         assert [p for p, _ in outputs[name, 1]] == [p for p, _ in outputs[name, 4]]
@@ -163,11 +165,21 @@ def test_instructblip_answers_do_not_depend_on_the_batch_size():
     samples = _mixed_samples("rs", 3)
     outputs = {}
     for bs in (1, 3):
-        records, _ = run_ablation(model, processor, samples, selection, Condition("qformer+query+lm"),
-                                  Settings(batch_size=bs, max_new_tokens=3), "tiny", progress=False)
+        records, _ = run_ablation(
+            model,
+            processor,
+            samples,
+            selection,
+            Condition("qformer+query+lm"),
+            Settings(batch_size=bs, max_new_tokens=3),
+            "tiny",
+            progress=False,
+        )
         outputs[bs] = records
     assert [r["prediction"] for r in outputs[1]] == [r["prediction"] for r in outputs[3]]
-    assert np.allclose([r["reference_loglik"] for r in outputs[1]], [r["reference_loglik"] for r in outputs[3]], atol=1e-5)
+    assert np.allclose(
+        [r["reference_loglik"] for r in outputs[1]], [r["reference_loglik"] for r in outputs[3]], atol=1e-5
+    )
     inputs = encode(processor, [noise_image(0)] * 3, [s.question for s in samples], model)
     mask = inputs["qformer_attention_mask"]
     assert (mask == 0).any()
@@ -181,7 +193,9 @@ def test_compat_sampling_is_seeded_and_leaves_the_global_rng(llava_next):
     state = torch.random.get_rng_state()
     for seed in (5, 5, 6):
         settings = Settings(decoding="compat", seed=seed, max_new_tokens=6, likelihood=False)
-        records, _ = run_ablation(model, processor, samples, selection, Condition("lm"), settings, "tiny", progress=False)
+        records, _ = run_ablation(
+            model, processor, samples, selection, Condition("lm"), settings, "tiny", progress=False
+        )
         runs.append([r["prediction"] for r in records])
         assert records[0]["reference_loglik"] is None and records[0]["settings"]["temperature"] == 0.9
     assert torch.equal(state, torch.random.get_rng_state())
@@ -190,8 +204,10 @@ def test_compat_sampling_is_seeded_and_leaves_the_global_rng(llava_next):
 
 def test_log_likelihood_equals_a_direct_computation(llava_next):
     model, processor, _ = llava_next
-    prompts = [image_prompt("llava_next", "<image>\nWhat colour is the car?"),
-               image_prompt("llava_next", "<image>\nHow many people are in the picture on the left?")]
+    prompts = [
+        image_prompt("llava_next", "<image>\nWhat colour is the car?"),
+        image_prompt("llava_next", "<image>\nHow many people are in the picture on the left?"),
+    ]
     images = [noise_image(0), noise_image(1, (56, 30))]
     answers = ["red car", "two"]
     result = answer_loglik(model, processor, prompts, images, answers, batch_size=2, progress=False)
@@ -203,7 +219,9 @@ def test_log_likelihood_equals_a_direct_computation(llava_next):
     ids = full["input_ids"][0]
     start = len(ids) - len(answer_ids)
     assert ids[start:].tolist() == answer_ids
-    expected = sum(torch.log_softmax(logits[t - 1], -1)[ids[t]].item() for t in range(start, len(ids))) / len(answer_ids)
+    expected = sum(torch.log_softmax(logits[t - 1], -1)[ids[t]].item() for t in range(start, len(ids))) / len(
+        answer_ids
+    )
     assert result[0][1] == len(answer_ids) == 2
     assert result[0][0] == pytest.approx(expected, abs=1e-5)
     assert result[1][1] == 1
@@ -218,9 +236,19 @@ REFS = {"s0": ["yes"], "s1": ["no"], "s2": ["2"], "s3": ["red"]}
 def _run_file(tmp_path, condition, predictions, seed=None, source=None, domain="rs", logliks=None, refs=REFS):
     control = "domain" if seed is None else "random"
     records = [
-        {"model": "m", "condition": condition, "control": control, "seed": seed, "source_domain": source or domain,
-         "domain": domain, "sample_id": sid, "question": "q?", "prediction": pred, "references": refs[sid],
-         "reference_loglik": None if logliks is None else logliks[i]}
+        {
+            "model": "m",
+            "condition": condition,
+            "control": control,
+            "seed": seed,
+            "source_domain": source or domain,
+            "domain": domain,
+            "sample_id": sid,
+            "question": "q?",
+            "prediction": pred,
+            "references": refs[sid],
+            "reference_loglik": None if logliks is None else logliks[i],
+        }
         for i, (sid, pred) in enumerate(zip(refs, predictions))
     ]
     name = f"{condition}_{seed}_{source}_{domain}.jsonl"
@@ -287,10 +315,28 @@ def test_cli_end_to_end(tmp_path):
     samples.append(Sample("rs-broken", "rs", "is there a river?", ["no"], b"not an image", {}))
     data = tmp_path / "rs.parquet"
     write_samples(samples, data)
-    common = ["--model", str(model_dir), "--neurons", str(neurons), "--data", str(data),
-              "--max-new-tokens", "3", "--device", "cpu", "--name", "tiny"]
-    runs = {"none": [], "lm": [], "all": [], "lm_r1": ["--random-seed", "1"], "lm_r2": ["--random-seed", "2"],
-            "all_med": ["--source-domain", "med"]}
+    common = [
+        "--model",
+        str(model_dir),
+        "--neurons",
+        str(neurons),
+        "--data",
+        str(data),
+        "--max-new-tokens",
+        "3",
+        "--device",
+        "cpu",
+        "--name",
+        "tiny",
+    ]
+    runs = {
+        "none": [],
+        "lm": [],
+        "all": [],
+        "lm_r1": ["--random-seed", "1"],
+        "lm_r2": ["--random-seed", "2"],
+        "all_med": ["--source-domain", "med"],
+    }
     outputs = []
     for name, extra in runs.items():
         out = tmp_path / "answers" / f"{name}.jsonl"
@@ -299,14 +345,35 @@ def test_cli_end_to_end(tmp_path):
     records = read_answers(outputs[1])
     assert [r["sample_id"] for r in records] == ["rs-eval-00000", "rs-eval-00001", "rs-eval-00002"]  # broken skipped
     first = records[0]
-    assert (first["model"], first["condition"], first["control"], first["seed"], first["domain"]) == ("tiny", "lm", "domain", None, "rs")
+    assert (first["model"], first["condition"], first["control"], first["seed"], first["domain"]) == (
+        "tiny",
+        "lm",
+        "domain",
+        None,
+        "rs",
+    )
     assert first["deactivated"] == 3 and first["sites"] == ["lm"] and first["settings"]["decoding"] == "greedy"
     assert first["prompt"].startswith("<image>") and isinstance(first["reference_loglik"], float)
     assert read_answers(outputs[3])[0]["control"] == "random" and read_answers(outputs[5])[0]["source_domain"] == "med"
 
     scores, figures = tmp_path / "scores.csv", tmp_path / "figures"
-    assert main(["score", *map(str, outputs), "--metrics", "rs=exact_match", "--out", str(scores),
-                 "--figures", str(figures), "--n-boot", "100"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                *map(str, outputs),
+                "--metrics",
+                "rs=exact_match",
+                "--out",
+                str(scores),
+                "--figures",
+                str(figures),
+                "--n-boot",
+                "100",
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(scores)
     assert len(table) == 12 and set(table["metric"]) == {"exact_match", LOGLIK}
     assert (table.loc[table["condition"] == "none", "delta"] == 0).all()

@@ -1,4 +1,5 @@
 """The activation-counts file: round trip, validation errors, probabilities, merging."""
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,7 @@ def test_file_layout_and_bytes_are_stable(tmp_path):
     from safetensors import safe_open
 
     with safe_open(str(tmp_path / "a.safetensors"), framework="pt") as handle:
-        assert "lm/image/active" in handle.keys() and "vision/text/tokens" in handle.keys()
+        assert {"lm/image/active", "vision/text/tokens"} <= set(handle.keys())
         meta = handle.metadata()
     assert json.loads(meta["sites"])["vision"] == {"layers": 1, "width": 2, "inert_layers": [0]}
     assert meta["samples"] == "5"
@@ -75,15 +76,25 @@ def test_load_errors_name_the_file(tmp_path):
     with pytest.raises(CountsError, match="junk.safetensors: not a readable safetensors"):
         Counts.load(junk)
     partial = tmp_path / "partial.safetensors"
-    save_file({"lm/all/active": torch.zeros(2, 3, dtype=torch.int64), "lm/all/tokens": torch.ones(2, dtype=torch.int64)},
-              str(partial), metadata={"model": "tiny", "domain": "ad"})
+    save_file(
+        {"lm/all/active": torch.zeros(2, 3, dtype=torch.int64), "lm/all/tokens": torch.ones(2, dtype=torch.int64)},
+        str(partial),
+        metadata={"model": "tiny", "domain": "ad"},
+    )
     with pytest.raises(CountsError, match=r"partial.safetensors: metadata lacks \['samples'"):
         Counts.load(partial)
 
 
 def _write(path, tensors, sites):
-    meta = {"model": "tiny", "domain": "ad", "samples": "1", "skipped": "[]", "sites": json.dumps(sites),
-            "settings": "{}", "versions": "{}"}
+    meta = {
+        "model": "tiny",
+        "domain": "ad",
+        "samples": "1",
+        "skipped": "[]",
+        "sites": json.dumps(sites),
+        "settings": "{}",
+        "versions": "{}",
+    }
     save_file(tensors, str(path), metadata=meta)
     return path
 
@@ -91,28 +102,46 @@ def _write(path, tensors, sites):
 def test_shapes_must_match_sites(tmp_path):
     good = {"lm/all/active": torch.zeros(2, 3, dtype=torch.int64), "lm/all/tokens": torch.ones(2, dtype=torch.int64)}
     path = _write(tmp_path / "wide.safetensors", good, {"lm": {"layers": 2, "width": 4}})
-    with pytest.raises(CountsError, match=r"wide.safetensors: 'lm/all/active' has shape \(2, 3\), but 'sites' says \(2, 4\)"):
+    with pytest.raises(
+        CountsError, match=r"wide.safetensors: 'lm/all/active' has shape \(2, 3\), but 'sites' says \(2, 4\)"
+    ):
         Counts.load(path)
     path = _write(tmp_path / "nosite.safetensors", good, {"vision": {"layers": 2, "width": 3}})
     with pytest.raises(CountsError, match="nosite.safetensors: tensors for sites"):
         Counts.load(path)
-    path = _write(tmp_path / "half.safetensors", {"lm/all/active": good["lm/all/active"]}, {"lm": {"layers": 2, "width": 3}})
+    path = _write(
+        tmp_path / "half.safetensors", {"lm/all/active": good["lm/all/active"]}, {"lm": {"layers": 2, "width": 3}}
+    )
     with pytest.raises(CountsError, match="half.safetensors: 'active' and 'tokens' tensors differ"):
         Counts.load(path)
-    path = _write(tmp_path / "odd.safetensors", {**good, "lm/all/extra": torch.zeros(1)}, {"lm": {"layers": 2, "width": 3}})
+    path = _write(
+        tmp_path / "odd.safetensors", {**good, "lm/all/extra": torch.zeros(1)}, {"lm": {"layers": 2, "width": 3}}
+    )
     with pytest.raises(CountsError, match="odd.safetensors: unexpected tensor 'lm/all/extra'"):
         Counts.load(path)
 
 
 def test_active_cannot_exceed_tokens():
     with pytest.raises(CountsError, match="'lm/all/active' must lie between 0 and 'lm/all/tokens'"):
-        Counts("tiny", "ad", {"lm": {"layers": 1, "width": 2}}, {("lm", "all"): torch.tensor([[3, 1]])},
-               {("lm", "all"): torch.tensor([2])}, samples=1)
+        Counts(
+            "tiny",
+            "ad",
+            {"lm": {"layers": 1, "width": 2}},
+            {("lm", "all"): torch.tensor([[3, 1]])},
+            {("lm", "all"): torch.tensor([2])},
+            samples=1,
+        )
 
 
 def test_merge_sums_and_records_parts(tmp_path):
-    a = Counts.load(make_counts(skipped=[{"sample_id": "a", "reason": "r"}], settings={"shard": 0}).save(tmp_path / "a.safetensors"))
-    b = Counts.load(make_counts(scale=2, skipped=[{"sample_id": "b", "reason": "r"}], settings={"shard": 1}).save(tmp_path / "b.safetensors"))
+    a = Counts.load(
+        make_counts(skipped=[{"sample_id": "a", "reason": "r"}], settings={"shard": 0}).save(tmp_path / "a.safetensors")
+    )
+    b = Counts.load(
+        make_counts(scale=2, skipped=[{"sample_id": "b", "reason": "r"}], settings={"shard": 1}).save(
+            tmp_path / "b.safetensors"
+        )
+    )
     merged = merge([a, b])
     assert merged.samples == 15
     assert [s["sample_id"] for s in merged.skipped] == ["a", "b"]
@@ -147,8 +176,11 @@ def test_merge_marks_mixed_versions():
 
 
 def test_load_many_groups_files_by_domain(tmp_path):
-    paths = [make_counts("med").save(tmp_path / "m0.safetensors"), make_counts("ad").save(tmp_path / "a.safetensors"),
-             make_counts("med", scale=3).save(tmp_path / "m1.safetensors")]
+    paths = [
+        make_counts("med").save(tmp_path / "m0.safetensors"),
+        make_counts("ad").save(tmp_path / "a.safetensors"),
+        make_counts("med", scale=3).save(tmp_path / "m1.safetensors"),
+    ]
     loaded = load_many(paths)
     assert list(loaded) == ["ad", "med"] and loaded["med"].samples == 20
 

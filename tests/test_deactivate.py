@@ -1,4 +1,5 @@
 """Deactivation: exactly the chosen neurons, in prefill and decoding, removed without a trace."""
+
 from __future__ import annotations
 
 import contextlib
@@ -125,9 +126,8 @@ def test_leaving_restores_bit_identical_logits_also_after_an_error(llava_next):
             assert _hook_count(sites) == 3
             during = model(**inputs).logits
         after = model(**inputs).logits
-        with pytest.raises(RuntimeError, match="boom"):
-            with Deactivation(sites, {"vision": [(0, 1)]}):
-                raise RuntimeError("boom")
+        with pytest.raises(RuntimeError, match="boom"), Deactivation(sites, {"vision": [(0, 1)]}):
+            raise RuntimeError("boom")
         again = model(**inputs).logits
     assert not torch.equal(before, during)
     assert torch.equal(before, after) and torch.equal(before, again)
@@ -136,7 +136,7 @@ def test_leaving_restores_bit_identical_logits_also_after_an_error(llava_next):
 
 def test_a_value_other_than_zero_and_an_empty_set(llava_next):
     model, _, sites, inputs = llava_next
-    clean_logits, clean = _forward(model, inputs, sites)
+    clean_logits, _ = _forward(model, inputs, sites)
     with torch.no_grad(), Deactivation(sites, {"lm": [(1, 5)]}, value=2.5), capture(sites) as seen:
         model(**inputs)
     assert torch.all(seen["lm", 1][0][..., 5] == 2.5)
@@ -147,7 +147,7 @@ def test_a_value_other_than_zero_and_an_empty_set(llava_next):
 
 
 def test_bad_neuron_sets_are_refused(llava_next):
-    model, _, sites, _ = llava_next
+    _, _, sites, _ = llava_next
     with pytest.raises(DeactivationError, match="no site 'qformer'"):
         Deactivation(sites, {"qformer": [(0, 1)]})
     with pytest.raises(DeactivationError, match="site 'lm'.*outside its 2 layers x 64"):

@@ -1,4 +1,5 @@
 """The demo model: builds with the real LLaVA-NeXT classes, trains, reports honest accuracy, reloads offline."""
+
 import json
 import subprocess
 import sys
@@ -21,11 +22,26 @@ def trained(tmp_path_factory):
         write_samples(synthetic.generate(domain, "train", 96), root / domain / "train.parquet")
         write_samples(synthetic.generate(domain, "eval", 12), root / domain / "eval.parquet")
     command = [
-        sys.executable, "-m", "mmneuron", "train-demo",
-        "--train", str(root / "med/train.parquet"), str(root / "doc/train.parquet"),
-        "--eval", str(root / "med/eval.parquet"), str(root / "doc/eval.parquet"),
-        "--out", str(root / "model"), "--steps", "30", "--batch-size", "8", "--warmup-steps", "5",
-        "--threads", "1",
+        sys.executable,
+        "-m",
+        "mmneuron",
+        "train-demo",
+        "--train",
+        str(root / "med/train.parquet"),
+        str(root / "doc/train.parquet"),
+        "--eval",
+        str(root / "med/eval.parquet"),
+        str(root / "doc/eval.parquet"),
+        "--out",
+        str(root / "model"),
+        "--steps",
+        "30",
+        "--batch-size",
+        "8",
+        "--warmup-steps",
+        "5",
+        "--threads",
+        "1",
     ]
     subprocess.run(command, check=True, capture_output=True)
     return root
@@ -43,10 +59,11 @@ def test_accuracy_file_matches_an_independent_evaluation(trained):
         samples = read_samples(trained / domain / "eval.parquet")
         hits = 0
         for sample in samples:  # one at a time: no padding, no batching shared with the code under test
-            inputs = processor(images=[decode_image(sample)], text=[user_turn(processor, sample.question)],
-                               return_tensors="pt")
+            inputs = processor(
+                images=[decode_image(sample)], text=[user_turn(processor, sample.question)], return_tensors="pt"
+            )
             output = model.generate(**inputs, max_new_tokens=4, do_sample=False)
-            answer = processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+            answer = processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
             hits += answer.strip().lower() == sample.answers[0]
         assert report["by_domain"][domain] == pytest.approx(hits / len(samples))
     assert report["overall"] == pytest.approx(sum(report["by_domain"].values()) / 2)
@@ -83,8 +100,9 @@ def test_demo_architecture_is_llava_next_with_an_inert_vision_layer():
     assert model.config.vision_feature_layer == -2
     assert model.config.image_grid_pinpoints == processor.image_processor.image_grid_pinpoints
     question = synthetic.generate("com", "eval", 1)[0]
-    answers = generate_answers(model, processor, [user_turn(processor, question.question)],
-                               [decode_image(question)], progress=False)
+    answers = generate_answers(
+        model, processor, [user_turn(processor, question.question)], [decode_image(question)], progress=False
+    )
     assert len(answers) == 1  # an untrained model answers something; the point is that it runs end to end
 
 
@@ -124,12 +142,21 @@ def test_answer_loss_equals_the_loss_over_every_position():
             ids[i, width - len(row) :] = row
             labels[i, width - len(answer) :] = answer
         loss = answer_loss(
-            model, ids, labels, torch.cat([r[0]["pixel_values"] for r in rows]),
-            torch.cat([r[0]["image_sizes"] for r in rows]), pad,
+            model,
+            ids,
+            labels,
+            torch.cat([r[0]["pixel_values"] for r in rows]),
+            torch.cat([r[0]["image_sizes"] for r in rows]),
+            pad,
         )
         everywhere = answer_loss(
-            model, ids, labels, torch.cat([r[0]["pixel_values"] for r in rows]),
-            torch.cat([r[0]["image_sizes"] for r in rows]), pad, logits_to_keep=0,
+            model,
+            ids,
+            labels,
+            torch.cat([r[0]["pixel_values"] for r in rows]),
+            torch.cat([r[0]["image_sizes"] for r in rows]),
+            pad,
+            logits_to_keep=0,
         )
     assert loss.item() == pytest.approx(total / count, rel=1e-4)
     assert everywhere.item() == pytest.approx(total / count, rel=1e-4)

@@ -1,4 +1,5 @@
 """Bootstrap intervals, paired differences, random-control summaries and the score table."""
+
 import math
 
 import numpy as np

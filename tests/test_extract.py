@@ -1,5 +1,6 @@
 """Extraction: counts equal a brute-force count on all six tiny architectures, for every site and
 scope; they do not depend on batch size, sharding or padding; bad images; the CLI end to end."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -216,22 +217,49 @@ def test_cli_end_to_end(tmp_path, arch):
     data = tmp_path / "stats.parquet"
     write_samples(_samples(), data)
     out = tmp_path / "counts" / "rs.half2.safetensors"
-    argv = ["extract", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--name", "tiny",
-            "--batch-size", "2", "--limit", "4", "--shard", "2/2", "--sites", "lm", "vision",
-            "--prompt", r"<image>\nQuestion: {question}", "--no-progress"]
+    argv = [
+        "extract",
+        "--model",
+        str(model_dir),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--name",
+        "tiny",
+        "--batch-size",
+        "2",
+        "--limit",
+        "4",
+        "--shard",
+        "2/2",
+        "--sites",
+        "lm",
+        "vision",
+        "--prompt",
+        r"<image>\nQuestion: {question}",
+        "--no-progress",
+    ]
     assert cli.main(argv) == 0
 
     counts = Counts.load(out)
     assert (counts.model, counts.domain, counts.samples, sorted(counts.sites)) == ("tiny", "rs", 2, ["lm", "vision"])
     assert counts.settings["prompt"] == "<image>\nQuestion: {question}"
     assert {key: counts.settings[key] for key in ("limit", "shard", "data", "device")} == {
-        "limit": 4, "shard": "2/2", "data": str(data), "device": "cpu"
+        "limit": 4,
+        "shard": "2/2",
+        "data": str(data),
+        "device": "cpu",
     }
     assert set(counts.versions) == {"mmneuron", "transformers", "torch"}
     model, processor = load_model(model_dir, device="cpu")
     expected = extract_counts(
-        model, processor, read_samples(data)[2:4], prompt_template="<image>\nQuestion: {question}",
-        sites=["lm", "vision"], progress=False,
+        model,
+        processor,
+        read_samples(data)[2:4],
+        prompt_template="<image>\nQuestion: {question}",
+        sites=["lm", "vision"],
+        progress=False,
     )
     assert_same_counts(counts, expected)
 

@@ -1,4 +1,5 @@
 """Logit lens: a naive reference, the final-norm handling, bounded memory, batching, the CLI."""
+
 from __future__ import annotations
 
 import copy
@@ -38,8 +39,10 @@ def _image(i: int, size=(40, 30)) -> Image.Image:
 
 
 def _samples(domain: str, count: int, start: int = 0) -> list[Sample]:
-    return [Sample(f"{domain}-{i}", domain, QUESTIONS[i % 3], ["red"], encode_png(_image(i, (40 + 8 * i, 30))))
-            for i in range(start, start + count)]
+    return [
+        Sample(f"{domain}-{i}", domain, QUESTIONS[i % 3], ["red"], encode_png(_image(i, (40 + 8 * i, 30))))
+        for i in range(start, start + count)
+    ]
 
 
 def _inputs(arch: str, processor, count: int = 2):
@@ -150,10 +153,12 @@ def test_batching_and_padding_do_not_change_the_table(llava_next):
     table = three.accumulator.table(processor.tokenizer)
     # Padding changes float32 summation order, so entropies move by ~1e-6; their spread is only
     # ~1e-3 for this untrained model, hence an absolute tolerance as well as the relative one.
-    pd.testing.assert_frame_equal(one.drop(columns="top_tokens"), table.drop(columns="top_tokens"), rtol=1e-4, atol=1e-5)
+    pd.testing.assert_frame_equal(
+        one.drop(columns="top_tokens"), table.drop(columns="top_tokens"), rtol=1e-4, atol=1e-5
+    )
     assert len(table) == 2 * 3 * 2  # domains x scopes x layers
     by = table.set_index(["domain", "scope", "layer"])
-    assert (by.loc[("ad", "all", 0), "n"] == by.loc[("ad", "image", 0), "n"] + by.loc[("ad", "text", 0), "n"])
+    assert by.loc[("ad", "all", 0), "n"] == by.loc[("ad", "image", 0), "n"] + by.loc[("ad", "text", 0), "n"]
     assert by.loc[("ad", "image", 0), "samples"] == 3
     assert re.fullmatch(r"(\S+ \d\.\d\d)(; \S+ \d\.\d\d)*", by.loc[("med", "image", 1), "top_tokens"])
 
@@ -164,10 +169,13 @@ def test_instructblip_table_does_not_depend_on_the_batch_size():
     model, processor = build_tiny("instructblip")
     samples = _samples("ad", 3)
     assert len({len(processor.qformer_tokenizer(s.question)["input_ids"]) for s in samples}) > 1
-    tables = [run_lens(model, processor, samples, batch_size=bs, progress=False).accumulator.table(processor.tokenizer)
-              for bs in (1, 3)]
-    pd.testing.assert_frame_equal(tables[0].drop(columns="top_tokens"), tables[1].drop(columns="top_tokens"),
-                                  rtol=1e-6, atol=1e-6)
+    tables = [
+        run_lens(model, processor, samples, batch_size=bs, progress=False).accumulator.table(processor.tokenizer)
+        for bs in (1, 3)
+    ]
+    pd.testing.assert_frame_equal(
+        tables[0].drop(columns="top_tokens"), tables[1].drop(columns="top_tokens"), rtol=1e-6, atol=1e-6
+    )
 
 
 def test_corrupt_images_are_reported_and_counted(llava_next):
@@ -208,11 +216,41 @@ def test_cli_end_to_end(tmp_path):
         files.append(tmp_path / "data" / domain / "stats.parquet")
         write_samples(samples, files[-1])
     out = tmp_path / "lens" / "table.csv"
-    assert main(["lens", "--model", str(model_dir), "--data", *map(str, files), "--out", str(out),
-                 "--limit", "4", "--batch-size", "2", "--device", "cpu", "--figures", str(tmp_path / "fig")]) == 0
+    assert (
+        main(
+            [
+                "lens",
+                "--model",
+                str(model_dir),
+                "--data",
+                *map(str, files),
+                "--out",
+                str(out),
+                "--limit",
+                "4",
+                "--batch-size",
+                "2",
+                "--device",
+                "cpu",
+                "--figures",
+                str(tmp_path / "fig"),
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(out)
-    assert list(table.columns) == ["model", "domain", "scope", "layer", "n", "samples", "entropy_mean",
-                                   "entropy_std", "top_prob_mean", "top_tokens"]
+    assert list(table.columns) == [
+        "model",
+        "domain",
+        "scope",
+        "layer",
+        "n",
+        "samples",
+        "entropy_mean",
+        "entropy_std",
+        "top_prob_mean",
+        "top_tokens",
+    ]
     assert len(table) == 12 and set(table["model"]) == {"model"}
     assert table.groupby("domain")["samples"].first().to_dict() == {"ad": 3, "med": 3}
     stages = pd.read_csv(out.with_name("table_stages.csv"))

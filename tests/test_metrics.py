@@ -1,4 +1,5 @@
 """Answer metrics (official VQA rules, ANLS, exact match, option letters) and the Lingo-Judge."""
+
 import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
@@ -22,8 +23,8 @@ from mmneuron.vqa.metrics import (
     vqa_match_compat,
 )
 
-
 # --- VQA normalisation ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "text, expected",
@@ -58,6 +59,7 @@ def test_normalize_vqa_answer(text, expected):
 
 
 # --- VQA accuracy ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("matches, expected", [(0, 0.0), (1, 0.3), (2, 0.6), (3, 0.9), (4, 1.0), (10, 1.0)])
 def test_vqa_accuracy_leave_one_out(matches, expected):
@@ -103,10 +105,18 @@ def test_vqa_match_compat():
 
 # --- ANLS -----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "first, second, distance",
-    [("", "", 0), ("abc", "", 3), ("abc", "abc", 0), ("abc", "abd", 1), ("kitten", "sitting", 3),
-     ("flaw", "lawn", 2), ("ab", "ba", 2)],
+    [
+        ("", "", 0),
+        ("abc", "", 3),
+        ("abc", "abc", 0),
+        ("abc", "abd", 1),
+        ("kitten", "sitting", 3),
+        ("flaw", "lawn", 2),
+        ("ab", "ba", 2),
+    ],
 )
 def test_levenshtein(first, second, distance):
     assert levenshtein(first, second) == distance == levenshtein(second, first)
@@ -139,6 +149,7 @@ def test_anls_compat_has_no_threshold():
 
 # --- exact match ----------------------------------------------------------------------------
 
+
 def test_exact_match():
     assert exact_match("Yes.", ["yes"]) == 1.0
     assert exact_match("  No ", ["yes", "no"]) == 1.0
@@ -150,6 +161,7 @@ def test_exact_match():
 
 
 # --- option letters -------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "text, letter",
@@ -210,6 +222,7 @@ def test_option_accuracy_compat_counts_every_matching_character():
 
 # --- registry -------------------------------------------------------------------------------
 
+
 def test_registry():
     for name in ("vqa_accuracy", "anls", "exact_match", "option_accuracy"):
         assert get_metric(name) is metrics.METRICS[name]
@@ -220,10 +233,15 @@ def test_registry():
 
 # --- Lingo-Judge ----------------------------------------------------------------------------
 
-QUESTIONS = ["Is there a car?", "What colour is the light?", "How many people are crossing?",
-             "Should the car stop?", "Is the road wet?", "What is ahead?"]
-REFERENCES = [["Yes", "yes, one car"], ["red"], ["two people", "2"], ["yes"], ["no", "it is dry"],
-              ["a bus", "a truck"]]
+QUESTIONS = [
+    "Is there a car?",
+    "What colour is the light?",
+    "How many people are crossing?",
+    "Should the car stop?",
+    "Is the road wet?",
+    "What is ahead?",
+]
+REFERENCES = [["Yes", "yes, one car"], ["red"], ["two people", "2"], ["yes"], ["no", "it is dry"], ["a bus", "a truck"]]
 PREDICTIONS = ["Yes.", "Green", " Two ", "No, keep going", "NO", "A bus"]
 
 
@@ -235,9 +253,17 @@ def tiny_judge(tmp_path_factory):
     vocab |= {"question", "answer", "student", ":"}
     tokenizer = build_word_tokenizer(vocab, extra_special_tokens=("[CLS]",), cls_token="[CLS]")
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=128,
-                        num_labels=1, initializer_range=0.5, pad_token_id=tokenizer.pad_token_id)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=128,
+        num_labels=1,
+        initializer_range=0.5,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     model = BertForSequenceClassification(config).eval()
     # Centre the bias between the middle two maximum logits so that decisions go both ways.
     judge = LingoJudge(tokenizer, model)
@@ -257,8 +283,10 @@ def test_judge_matches_one_by_one_logits(tiny_judge):
         for question, references, prediction in zip(QUESTIONS, REFERENCES, PREDICTIONS):
             logits = []
             for reference in references:
-                text = (f"[CLS]\nQuestion: {question}\nAnswer: {reference.lower().strip()}"
-                        f"\nStudent: {prediction.lower().strip()}")
+                text = (
+                    f"[CLS]\nQuestion: {question}\nAnswer: {reference.lower().strip()}"
+                    f"\nStudent: {prediction.lower().strip()}"
+                )
                 logits.append(model(**tokenizer(text, return_tensors="pt")).logits[0, 0].item())
             expected_logits.append(max(logits))
             expected.append(max(logits) > 0)

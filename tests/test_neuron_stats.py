@@ -1,4 +1,5 @@
 """Statistics of neuron sets and split-half stability, on hand-made selections."""
+
 from __future__ import annotations
 
 import math
@@ -11,10 +12,22 @@ from mmneuron.selection import Selection, SelectionError, SiteSelection
 
 def make_selection(by_domain: dict, unassigned=(), layers=2, width=5, site="lm") -> Selection:
     domains = sorted(by_domain)
-    info = SiteSelection(layers=layers, width=width, scope="all", inert_layers=[], tau=0.5, tau_assign=0.5,
-                         candidates=10, k=4, entropy_cutoff=0.1, by_domain=by_domain, unassigned=list(unassigned))
-    return Selection(model="tiny", domains=domains, samples={d: 1 for d in domains},
-                     parameters={"top_rate": 0.4}, sites={site: info})
+    info = SiteSelection(
+        layers=layers,
+        width=width,
+        scope="all",
+        inert_layers=[],
+        tau=0.5,
+        tau_assign=0.5,
+        candidates=10,
+        k=4,
+        entropy_cutoff=0.1,
+        by_domain=by_domain,
+        unassigned=list(unassigned),
+    )
+    return Selection(
+        model="tiny", domains=domains, samples={d: 1 for d in domains}, parameters={"top_rate": 0.4}, sites={site: info}
+    )
 
 
 SEL = make_selection({"a": [(0, 1), (0, 2), (1, 0)], "b": [(0, 2), (1, 4)], "c": []}, unassigned=[(1, 3)])

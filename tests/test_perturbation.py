@@ -1,4 +1,5 @@
 """Hidden-state perturbation: exact baselines, a direct computation, causality, padding, the CLI."""
+
 from __future__ import annotations
 
 import copy
@@ -8,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import noise_image, selection_for
 
 from mmneuron.ablation.conditions import Condition
 from mmneuron.cli import main
@@ -19,24 +21,24 @@ from mmneuron.models.sites import image_prompt, resolve_sites
 from mmneuron.models.tiny import build_tiny, save_tiny
 from mmneuron.perturbation import perturbation, run_perturbation
 
-from helpers import noise_image, selection_for
-
 QUESTIONS = ["what colour is the car?", "is there a river?", "how many people are in the picture on the left?"]
 NUMERIC = ["cosine_mean", "cosine_std", "rel_l2_mean", "rel_l2_std"]
 
 
-
 def _samples(domain: str, count: int) -> list[Sample]:
-    return [Sample(f"{domain}-{i}", domain, QUESTIONS[i % 3], ["red"], encode_png(noise_image(i, (40 + 16 * i, 30))))
-            for i in range(count)]
-
-
+    return [
+        Sample(f"{domain}-{i}", domain, QUESTIONS[i % 3], ["red"], encode_png(noise_image(i, (40 + 16 * i, 30))))
+        for i in range(count)
+    ]
 
 
 # Strong enough to move the tiny models' hidden states well above float noise.
 NEURONS = {
-    "rs": {"lm": [(0, n) for n in range(0, 64, 2)] + [(1, 5)], "vision": [(0, n) for n in range(0, 64, 3)],
-           "projector": [(0, 4), (0, 7)]},
+    "rs": {
+        "lm": [(0, n) for n in range(0, 64, 2)] + [(1, 5)],
+        "vision": [(0, n) for n in range(0, 64, 3)],
+        "projector": [(0, 4), (0, 7)],
+    },
     "med": {"lm": [(1, n) for n in range(20)], "vision": [(1, 5)], "projector": []},
 }
 
@@ -70,8 +72,9 @@ def _reference_states(model, inputs) -> list[torch.Tensor]:
 
 def test_none_is_exactly_unchanged(llava_next):
     model, processor, selection = llava_next
-    run = run_perturbation(model, processor, _samples("rs", 3), selection, [Condition("none")], batch_size=3,
-                           progress=False)
+    run = run_perturbation(
+        model, processor, _samples("rs", 3), selection, [Condition("none")], batch_size=3, progress=False
+    )
     table = run.table()
     assert len(table) == 3 * 2  # scopes x layers
     assert (table["cosine_mean"] == 1.0).all() and (table["cosine_std"] == 0.0).all()
@@ -118,8 +121,9 @@ def test_layers_before_the_first_deactivated_lm_layer_are_unchanged(llava_next):
     torch.manual_seed(0)
     model = type(base)(config).eval()
     selection = selection_for(model, {"rs": {"lm": [(2, n) for n in range(0, 64, 4)] + [(3, 1)]}})
-    run = run_perturbation(model, processor, _samples("rs", 3), selection, [Condition("lm")], batch_size=3,
-                           progress=False)
+    run = run_perturbation(
+        model, processor, _samples("rs", 3), selection, [Condition("lm")], batch_size=3, progress=False
+    )
     table = run.table().set_index(["scope", "layer"])
     for scope in ("image", "text", "all"):
         before = table.loc[scope].loc[[0, 1]]
@@ -137,16 +141,23 @@ def test_padding_is_excluded(arch):
     selection = selection_for(model, neurons, samples=3)
     samples = _samples("rs", 3)
     conditions = [Condition("lm"), Condition("lm+vision", seed=1)]
-    tables = [run_perturbation(model, processor, samples, selection, conditions, batch_size=bs,
-                               progress=False).table() for bs in (1, 3)]
+    tables = [
+        run_perturbation(model, processor, samples, selection, conditions, batch_size=bs, progress=False).table()
+        for bs in (1, 3)
+    ]
     pd.testing.assert_frame_equal(tables[0].drop(columns=NUMERIC), tables[1].drop(columns=NUMERIC))
     for column in NUMERIC:
         np.testing.assert_allclose(tables[0][column], tables[1][column], rtol=1e-4, atol=1e-6, err_msg=column)
     assert (tables[1]["rel_l2_mean"] > 1e-3).all()
     # padding would add positions: n is the real positions only
-    expected = sum(int(encode(processor, [noise_image(i, (40 + 16 * i, 30))],
-                              [image_prompt(arch, f"<image>\n{s.question}")], model)["attention_mask"].sum())
-                   for i, s in enumerate(samples))
+    expected = sum(
+        int(
+            encode(
+                processor, [noise_image(i, (40 + 16 * i, 30))], [image_prompt(arch, f"<image>\n{s.question}")], model
+            )["attention_mask"].sum()
+        )
+        for i, s in enumerate(samples)
+    )
     assert set(tables[1].loc[tables[1]["scope"] == "all", "n"]) == {expected}
 
 
@@ -162,20 +173,75 @@ def test_cli_end_to_end(tmp_path):
         files.append(tmp_path / "data" / domain / "eval.parquet")
         write_samples(samples, files[-1])
     out = tmp_path / "perturbation" / "perturbation.csv"
-    common = ["perturb", "--model", str(model_dir), "--neurons", str(neurons), "--data", *map(str, files),
-              "--device", "cpu", "--name", "tiny", "--batch-size", "2"]
-    assert main([*common, "--conditions", "none", "lm", "all", "--random-seeds", "1", "2",
-                 "--prompts", "med=Question: {question}", "--out", str(out), "--figures", str(tmp_path / "fig")]) == 0
+    common = [
+        "perturb",
+        "--model",
+        str(model_dir),
+        "--neurons",
+        str(neurons),
+        "--data",
+        *map(str, files),
+        "--device",
+        "cpu",
+        "--name",
+        "tiny",
+        "--batch-size",
+        "2",
+    ]
+    assert (
+        main(
+            [
+                *common,
+                "--conditions",
+                "none",
+                "lm",
+                "all",
+                "--random-seeds",
+                "1",
+                "2",
+                "--prompts",
+                "med=Question: {question}",
+                "--out",
+                str(out),
+                "--figures",
+                str(tmp_path / "fig"),
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(out)
-    assert list(table.columns) == ["model", "condition", "control", "seed", "domain", "scope", "layer",
-                                   "cosine_mean", "cosine_std", "rel_l2_mean", "rel_l2_std", "n", "samples",
-                                   "deactivated"]
+    assert list(table.columns) == [
+        "model",
+        "condition",
+        "control",
+        "seed",
+        "domain",
+        "scope",
+        "layer",
+        "cosine_mean",
+        "cosine_std",
+        "rel_l2_mean",
+        "rel_l2_std",
+        "n",
+        "samples",
+        "deactivated",
+    ]
     assert len(table) == 7 * 2 * 3 * 2  # (none, 3 x lm, 3 x all) x domains x scopes x layers
     assert list(dict.fromkeys(zip(table["condition"], table["seed"].fillna(-1)))) == [
-        ("none", -1), ("lm", -1), ("all", -1), ("lm", 1), ("lm", 2), ("all", 1), ("all", 2)]
+        ("none", -1),
+        ("lm", -1),
+        ("all", -1),
+        ("lm", 1),
+        ("lm", 2),
+        ("all", 1),
+        ("all", 2),
+    ]
     none = table[table["condition"] == "none"]
     assert (none["cosine_mean"] == 1.0).all() and (none["rel_l2_mean"] == 0.0).all()
-    assert set(table["model"]) == {"tiny"} and table.groupby("domain")["samples"].first().to_dict() == {"med": 3, "rs": 3}
+    assert set(table["model"]) == {"tiny"} and table.groupby("domain")["samples"].first().to_dict() == {
+        "med": 3,
+        "rs": 3,
+    }
     by = table.set_index(["condition", "control", "domain", "scope", "layer"])
     assert by.loc[("lm", "domain", "rs", "image", 0), "deactivated"] == 33
     assert by.loc[("lm", "domain", "med", "text", 0), "cosine_mean"] == 1.0  # med's lm neurons sit in layer 1
@@ -186,8 +252,12 @@ def test_cli_end_to_end(tmp_path):
     assert "corrupt image" in summary["skipped"][0]["reason"]
     assert summary["samples"] == {"med": 3, "rs": 3}
     assert summary["settings"]["prompts"] == {"med": "Question: {question}"}
-    assert summary["conditions"][1] == {"condition": "lm", "control": "domain", "seed": None,
-                                        "deactivated": {"med": 20, "rs": 33}}
+    assert summary["conditions"][1] == {
+        "condition": "lm",
+        "control": "domain",
+        "seed": None,
+        "deactivated": {"med": 20, "rs": 33},
+    }
     for stem in ("perturbation_layers", "perturbation_cosine_by_domain", "perturbation_rel_l2_by_domain"):
         for ext in ("png", "pdf"):
             assert (tmp_path / "fig" / f"{stem}.{ext}").stat().st_size > 1000

@@ -1,4 +1,5 @@
 """The recording hooks: exact masked counts, scopes, hook removal, and refusals."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -109,9 +110,8 @@ def test_hooks_are_removed_after_the_context_and_after_an_error(llava):
         with torch.no_grad():
             model(**inputs)
     assert _hooks(sites) == 0
-    with pytest.raises(KeyError):
-        with ActivationRecorder(sites):
-            raise KeyError("boom")
+    with pytest.raises(KeyError), ActivationRecorder(sites):
+        raise KeyError("boom")
     assert _hooks(sites) == 0
 
 
@@ -128,10 +128,12 @@ def test_a_forward_with_a_cache_does_not_fit_the_masks(llava):
 
 def test_language_positions_need_masks(llava):
     model, inputs = llava
-    with ActivationRecorder(resolve_sites(model, ["lm"])) as recorder:
-        with pytest.raises(RecordingError, match="no masks for language positions"):
-            with torch.no_grad():
-                model(**inputs)
+    with (
+        ActivationRecorder(resolve_sites(model, ["lm"])),
+        pytest.raises(RecordingError, match="no masks for language positions"),
+        torch.no_grad(),
+    ):
+        model(**inputs)
 
 
 def test_bad_masks_and_uneven_layers_are_refused():

@@ -1,4 +1,5 @@
 """DAPE selection: hand-computed values, a brute-force reference, the authors' rule, edge cases, outputs."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,14 @@ def counts_from(domain, active, tokens=10, site="s", inert=(), model="tiny", sco
     active = torch.tensor(active, dtype=torch.int64)
     layers, width = active.shape
     sites = {site: {"layers": layers, "width": width, "inert_layers": list(inert)}}
-    return Counts(model, domain, sites, {(site, sc): active for sc in scopes},
-                  {(site, sc): torch.full((layers,), tokens, dtype=torch.int64) for sc in scopes}, samples=3)
+    return Counts(
+        model,
+        domain,
+        sites,
+        {(site, sc): active for sc in scopes},
+        {(site, sc): torch.full((layers,), tokens, dtype=torch.int64) for sc in scopes},
+        samples=3,
+    )
 
 
 # p for domain a: [[1, .5, 0], [.2, 0, 0]]; domain b: [[0, .5, 0], [.8, 0, 0]]
@@ -130,7 +137,9 @@ def random_counts(rng, domains, layers, width, sparsity):
     counts = []
     for d in range(domains):
         tokens = rng.randint(50, 500)
-        active = [[0 if rng.random() < sparsity else rng.randint(0, tokens) for _ in range(width)] for _ in range(layers)]
+        active = [
+            [0 if rng.random() < sparsity else rng.randint(0, tokens) for _ in range(width)] for _ in range(layers)
+        ]
         counts.append(counts_from(f"d{d}", active, tokens=tokens))
     return counts
 
@@ -140,8 +149,11 @@ def test_matches_brute_force_reference(seed):
     rng = random.Random(seed)
     domains, layers, width = rng.randint(2, 5), rng.randint(1, 4), rng.randint(3, 40)
     counts = random_counts(rng, domains, layers, width, sparsity=rng.choice([0.0, 0.5, 0.9]))
-    rates = {"top_rate": rng.choice([0.01, 0.1, 0.3, 0.8]), "filter_rate": rng.choice([0.5, 0.8, 0.95]),
-             "assign_rate": rng.choice([0.5, 0.8, 0.95])}
+    rates = {
+        "top_rate": rng.choice([0.01, 0.1, 0.3, 0.8]),
+        "filter_rate": rng.choice([0.5, 0.8, 0.95]),
+        "assign_rate": rng.choice([0.5, 0.8, 0.95]),
+    }
     sel = select(counts, **rates)
     p = [c.probabilities()["s"].tolist() for c in sorted(counts, key=lambda c: c.domain)]
     by_domain, selected = reference(p, **rates)
@@ -178,7 +190,9 @@ def test_matches_the_authors_rule_where_it_is_well_defined():
 def test_scope_selects_its_counts():
     image = [counts_from(d, a, scopes=("all", "image")) for d, a in (("a", [[9, 0, 1, 5]]), ("b", [[0, 9, 1, 5]]))]
     for c in image:  # the image scope sees the third neuron only in domain a
-        c.active["s", "image"] = torch.tensor([[0, 0, 9, 0]]) if c.domain == "a" else torch.zeros(1, 4, dtype=torch.long)
+        c.active["s", "image"] = (
+            torch.tensor([[0, 0, 9, 0]]) if c.domain == "a" else torch.zeros(1, 4, dtype=torch.long)
+        )
     assert select(image, top_rate=0.25, filter_rate=0.75).sites["s"].selected == [(0, 0)]
     chosen = select(image, top_rate=0.25, filter_rate=0.75, scope="image")
     assert chosen.sites["s"].selected == [(0, 2)] and chosen.sites["s"].scope == "image"
@@ -205,8 +219,18 @@ def test_json_is_deterministic_and_round_trips(tmp_path):
     assert data["method"] == "dape" and data["domains"] == ["d0", "d1", "d2", "d3"]
     assert data["parameters"] == {"top_rate": 0.1, "filter_rate": 0.95, "assign_rate": 0.95, "scope": "all"}
     assert data["samples"] == {"d0": 3, "d1": 3, "d2": 3, "d3": 3}
-    assert set(data["sites"]["s"]) >= {"layers", "width", "scope", "inert_layers", "tau", "tau_assign",
-                                        "candidates", "k", "selected", "by_domain"}
+    assert set(data["sites"]["s"]) >= {
+        "layers",
+        "width",
+        "scope",
+        "inert_layers",
+        "tau",
+        "tau_assign",
+        "candidates",
+        "k",
+        "selected",
+        "by_domain",
+    }
     loaded = Selection.load(a)
     assert loaded.to_json() == first.to_json()
     with pytest.raises(SelectionError, match="needs the probabilities"):
@@ -214,8 +238,11 @@ def test_json_is_deterministic_and_round_trips(tmp_path):
 
 
 def test_lape_export(tmp_path):
-    counts = [counts_from("a", [[9, 0, 0], [0, 9, 0]]), counts_from("b", [[0, 0, 9], [0, 0, 0]]),
-              counts_from("c", [[0, 0, 0], [0, 0, 0]])]
+    counts = [
+        counts_from("a", [[9, 0, 0], [0, 9, 0]]),
+        counts_from("b", [[0, 0, 9], [0, 0, 0]]),
+        counts_from("c", [[0, 0, 0], [0, 0, 0]]),
+    ]
     sel = select(counts, top_rate=0.5, filter_rate=0.5, assign_rate=0.5)
     export = torch.load(sel.save_lape("s", tmp_path / "lape_s.pt"))
     assert len(export) == 3 and all(len(per_layer) == 2 for per_layer in export)
@@ -235,15 +262,34 @@ def test_select_command_end_to_end(tmp_path):
     paths, halves = [], {"a": [], "b": []}
     for d, c in enumerate(random_counts(rng, 3, 2, 50, 0.2)):
         for shard in range(2):  # two shards per domain: merged by the command
-            part = Counts(c.model, c.domain, c.sites, {k: v // 2 + shard * (v % 2) for k, v in c.active.items()},
-                          {k: v // 2 + shard * (v % 2) for k, v in c.tokens.items()}, samples=2)
+            part = Counts(
+                c.model,
+                c.domain,
+                c.sites,
+                {k: v // 2 + shard * (v % 2) for k, v in c.active.items()},
+                {k: v // 2 + shard * (v % 2) for k, v in c.tokens.items()},
+                samples=2,
+            )
             paths.append(part.save(tmp_path / "counts" / f"d{d}_{shard}.safetensors"))
             halves["ab"[shard]].append(paths[-1])
     parser = argparse.ArgumentParser()
     select_command.add_parser(parser.add_subparsers())
     out = tmp_path / "res" / "neurons.json"
-    args = parser.parse_args(["select", "--counts", *map(str, paths), "--out", str(out), "--top-rate", "0.1",
-                              "--half-a", *map(str, halves["a"]), "--half-b", *map(str, halves["b"])])
+    args = parser.parse_args(
+        [
+            "select",
+            "--counts",
+            *map(str, paths),
+            "--out",
+            str(out),
+            "--top-rate",
+            "0.1",
+            "--half-a",
+            *map(str, halves["a"]),
+            "--half-b",
+            *map(str, halves["b"]),
+        ]
+    )
     assert args.func(args) == 0
     sel = Selection.load(out)
     assert sel.samples == {"d0": 4, "d1": 4, "d2": 4} and sel.parameters["top_rate"] == 0.1
@@ -253,7 +299,9 @@ def test_select_command_end_to_end(tmp_path):
     stats = pd.read_csv(out.parent / "neuron_stats.csv")
     assert set(stats["statistic"]) == {"per_domain", "membership", "overlap", "stability"}
     names = {p.name for p in (out.parent / "figures").iterdir()}
-    assert names == {f"{stem}.{ext}" for stem in ("neuron_layers", "neuron_overlap", "dape_histogram") for ext in ("png", "pdf")}
+    assert names == {
+        f"{stem}.{ext}" for stem in ("neuron_layers", "neuron_overlap", "dape_histogram") for ext in ("png", "pdf")
+    }
 
 
 def test_select_command_refuses_halves_missing_a_domain(tmp_path):
@@ -261,8 +309,19 @@ def test_select_command_refuses_halves_missing_a_domain(tmp_path):
     parser = argparse.ArgumentParser()
     select_command.add_parser(parser.add_subparsers())
     out = tmp_path / "neurons.json"
-    args = parser.parse_args(["select", "--counts", *map(str, paths), "--out", str(out),
-                              "--half-a", str(paths[0]), "--half-b", *map(str, paths)])
+    args = parser.parse_args(
+        [
+            "select",
+            "--counts",
+            *map(str, paths),
+            "--out",
+            str(out),
+            "--half-a",
+            str(paths[0]),
+            "--half-b",
+            *map(str, paths),
+        ]
+    )
     with pytest.raises(SystemExit, match=r"--half-a covers domains \['a'\], --counts \['a', 'b'\]"):
         args.func(args)
     assert not out.exists()

@@ -1,4 +1,5 @@
 """The site registry: every architecture resolves to the expected modules, shapes and inert layers."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -94,8 +95,7 @@ def test_missing_layers_and_missing_width_are_errors():
 
 
 @pytest.mark.parametrize(
-    "feature_layer, inert",
-    [(-2, (2,)), (-1, ()), (3, ()), (0, (0, 1, 2)), (1, (1, 2)), ([-2, 0], (2,)), ([1, -1], ())],
+    "feature_layer, inert", [(-2, (2,)), (-1, ()), (3, ()), (0, (0, 1, 2)), (1, (1, 2)), ([-2, 0], (2,)), ([1, -1], ())]
 )
 def test_llava_inert_vision_layers_follow_the_feature_layer(tiny_models, feature_layer, inert):
     model = tiny_models["llava_next"]  # a 3-layer vision tower
@@ -131,8 +131,13 @@ def _shapes(model) -> dict:
 def test_paper_llava_next_7b_resolves():
     config = LlavaNextConfig(
         vision_config=CLIPVisionConfig(
-            hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-            image_size=336, patch_size=14, projection_dim=768,
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            image_size=336,
+            patch_size=14,
+            projection_dim=768,
         ),
         text_config=LlamaConfig(vocab_size=32064, **LLAMA_7B),
         vision_feature_layer=-2,
@@ -148,7 +153,10 @@ def test_paper_instructblip_7b_resolves():
             hidden_size=1408, intermediate_size=6144, num_hidden_layers=39, num_attention_heads=16, patch_size=14
         ),
         qformer_config=InstructBlipQFormerConfig(
-            hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
             encoder_hidden_size=1408,
         ),
         text_config=LlamaConfig(vocab_size=32001, **LLAMA_7B),
@@ -166,7 +174,11 @@ def test_paper_instructblip_7b_resolves():
 def test_qwen2_5_vl_and_smolvlm_resolve():
     qwen = Qwen2_5_VLConfig(
         text_config=dict(
-            hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
             rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [2, 1, 1]},
         ),
         vision_config=dict(depth=3, hidden_size=16, intermediate_size=40, num_heads=2, out_hidden_size=32),

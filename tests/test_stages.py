@@ -1,4 +1,5 @@
 """The three-stage rule on constructed entropy curves, and the per-domain stage table."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,12 +16,15 @@ def test_clear_three_stage_curve():
     assert (stages.alignment, stages.processing, stages.token_selection) == ((0, 2), (3, 7), (8, 9))
     assert (stages.peak_layer, stages.min_layer, stages.note) == (0, 7, "three stages")
     assert [stages.stage_of(layer) for layer in range(10)] == ["alignment"] * 3 + ["processing"] * 5 + [
-        "token_selection"] * 2
+        "token_selection"
+    ] * 2
 
 
 def test_sigmoid_curve_with_an_early_rise_and_a_late_rise():
     layers = np.arange(32)
-    curve = 6 - 4 / (1 + np.exp(-(layers - 16) / 1.5)) + 0.08 * np.maximum(0, layers - 26)  # final rise 0.4, about 10% of the fall
+    curve = (
+        6 - 4 / (1 + np.exp(-(layers - 16) / 1.5)) + 0.08 * np.maximum(0, layers - 26)
+    )  # final rise 0.4, about 10% of the fall
     curve[:3] -= [0.3, 0.2, 0.1]  # entropy climbs at first: the peak is layer 3, still alignment
     stages = detect_stages(curve)
     assert stages.peak_layer == 3
@@ -78,9 +82,12 @@ def test_bad_input_and_rules_are_refused():
 
 
 def test_stage_table_per_domain():
-    rows = [{"domain": d, "scope": scope, "layer": layer, "entropy_mean": value}
-            for d, curve in (("med", THREE), ("ad", [1.0] * 10))
-            for scope in ("image", "text") for layer, value in enumerate(curve)]
+    rows = [
+        {"domain": d, "scope": scope, "layer": layer, "entropy_mean": value}
+        for d, curve in (("med", THREE), ("ad", [1.0] * 10))
+        for scope in ("image", "text")
+        for layer, value in enumerate(curve)
+    ]
     table = stage_table(pd.DataFrame(rows).sample(frac=1, random_state=0))  # order must not matter
     assert list(table["domain"]) == ["ad", "med"]
     med = table.set_index("domain").loc["med"]

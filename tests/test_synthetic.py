@@ -1,4 +1,5 @@
 """The synthetic demo domains: determinism, balance, vocabulary, and answers readable from pixels."""
+
 from __future__ import annotations
 
 from collections import Counter, deque
@@ -110,6 +111,7 @@ def test_bad_arguments():
 
 def test_crowded_layout_is_drawn_again_from_the_same_stream(monkeypatch):
     """rs-train-07048 once failed: its road and river left no room for three buildings."""
+
     def stream():
         key = [0, DOMAINS.index("rs"), synthetic._stable_hash("train"), 1, 7048]
         return np.random.default_rng(np.random.SeedSequence(key))
@@ -202,16 +204,12 @@ READERS = {
     ("med", "lesion_count"): lambda p: str(len(_blobs(_mask(p, [synthetic.LESION])))),
     ("med", "lesion_present"): lambda p: _yes(_blobs(_mask(p, [synthetic.LESION]))),
     ("med", "lesion_side"): lambda p: _side(_mask(p, [synthetic.LESION])),
-    ("rs", "building_count"): lambda p: str(
-        len(_blobs(_mask(p, [COLOURS[c] for c in synthetic.ROOF_COLOURS])))
-    ),
+    ("rs", "building_count"): lambda p: str(len(_blobs(_mask(p, [COLOURS[c] for c in synthetic.ROOF_COLOURS])))),
     ("rs", "river_present"): lambda p: _yes(_mask(p, [synthetic.RIVER]).sum() > 50),
     ("rs", "roof_colour"): lambda p: _colour_answer(p, synthetic.ROOF_COLOURS),
     ("com", "ball_colour"): lambda p: _colour_answer(p, synthetic.OBJECT_COLOURS),
     ("com", "object_shape"): lambda p: _shape(_mask(p, [COLOURS[c] for c in synthetic.OBJECT_COLOURS])),
-    ("com", "object_count"): lambda p: str(
-        len(_blobs(_mask(p, [COLOURS[c] for c in synthetic.OBJECT_COLOURS])))
-    ),
+    ("com", "object_count"): lambda p: str(len(_blobs(_mask(p, [COLOURS[c] for c in synthetic.OBJECT_COLOURS])))),
     ("doc", "paragraph_count"): _paragraphs,
     ("doc", "heading_colour"): lambda p: _colour_answer(p, synthetic.HEADING_COLOURS),
     ("doc", "stamp_present"): lambda p: _yes(_mask(p, [COLOURS[synthetic.STAMP_COLOUR]]).sum() > 20),

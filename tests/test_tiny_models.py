@@ -1,4 +1,5 @@
 """The tiny offline models: forward, generate, save/load round trip, determinism."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,10 +10,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from mmneuron.models.tiny import TINY_ARCHITECTURES, build_tiny, image_prompt, save_tiny
 
-QUESTIONS = [
-    "<image>\nWhat colour is the car?",
-    "<image>\nHow many dogs are there in this picture on the left?",
-]
+QUESTIONS = ["<image>\nWhat colour is the car?", "<image>\nHow many dogs are there in this picture on the left?"]
 
 
 def _images() -> list[Image.Image]:
@@ -35,7 +33,7 @@ def tiny(request):
 
 
 def test_forward_batch_with_padding(tiny):
-    arch, model, processor, inputs = tiny
+    _, model, processor, inputs = tiny
     assert processor.tokenizer.padding_side == "left"
     assert (inputs["attention_mask"] == 0).any(), "prompts of different lengths must be padded"
     image_positions = (inputs["input_ids"] == model.config.image_token_id).sum(dim=1)
@@ -51,7 +49,7 @@ def test_forward_batch_with_padding(tiny):
 
 
 def test_special_token_ids_match_tokenizer(tiny):
-    arch, model, processor, _ = tiny
+    _, model, processor, _ = tiny
     tokenizer, text_config = processor.tokenizer, model.config.get_text_config()
     assert tokenizer.pad_token is not None
     for name in ("bos_token_id", "eos_token_id", "pad_token_id"):

@@ -1,4 +1,5 @@
 """The Snakemake workflow: the default config validates and plans the whole chain; bad values fail early."""
+
 import shutil
 import subprocess
 import sys
@@ -14,9 +15,22 @@ pytestmark = pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake is not inst
 def dry_run(*extra, cwd=ROOT):
     """Snakemake's return code and everything it printed (it reports errors on either stream)."""
     result = subprocess.run(
-        [SNAKEMAKE, "--dry-run", "--quiet", "rules", "--cores", "1", "--directory", str(cwd),
-         "--snakefile", str(ROOT / "Snakefile"), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            SNAKEMAKE,
+            "--dry-run",
+            "--quiet",
+            "rules",
+            "--cores",
+            "1",
+            "--directory",
+            str(cwd),
+            "--snakefile",
+            str(ROOT / "Snakefile"),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     return result.returncode, result.stdout
 
@@ -24,15 +38,20 @@ def dry_run(*extra, cwd=ROOT):
 def test_default_config_plans_every_stage(tmp_path):
     code, planned = dry_run(cwd=tmp_path)
     assert code == 0, planned
-    for rule in ("synthetic_domain", "contact_sheet", "train_demo_model", "activation_counts",
-                 "select_neurons", "logit_lens", "ablate", "score_ablation"):
+    for rule in (
+        "synthetic_domain",
+        "contact_sheet",
+        "train_demo_model",
+        "activation_counts",
+        "select_neurons",
+        "logit_lens",
+        "ablate",
+        "score_ablation",
+    ):
         assert rule in planned
 
 
-@pytest.mark.parametrize(
-    "override, key",
-    [("seed=-1", "seed"), ("device=gpu0", "device"), ("domains=[ad]", "domains")],
-)
+@pytest.mark.parametrize("override, key", [("seed=-1", "seed"), ("device=gpu0", "device"), ("domains=[ad]", "domains")])
 def test_invalid_values_fail_before_any_job_naming_the_key(tmp_path, override, key):
     code, printed = dry_run("--config", override, cwd=tmp_path)
     assert code != 0

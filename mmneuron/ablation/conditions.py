@@ -7,6 +7,7 @@ or another one for the cross-domain matrix - or, as the random control, as many 
 per site and layer as that set has, drawn uniformly without replacement from the same site and
 layer with a seeded generator.
 """
+
 from __future__ import annotations
 
 import zlib

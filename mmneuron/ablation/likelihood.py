@@ -6,11 +6,12 @@ word-level and SentencePiece/BPE tokenizers when the answer starts a new word); 
 tokens are the rest. Per sample the result is the mean over the answer's tokens of
 ``log p(token | image, prompt, earlier answer tokens)`` (natural log), and the token count.
 """
+
 from __future__ import annotations
 
 import inspect
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from PIL import Image

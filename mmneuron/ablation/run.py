@@ -4,14 +4,15 @@ Each record holds the run's identity (model, condition, control, seed, source an
 domain, sites, neurons deactivated, decoding) and the sample's (sample_id, question, meta,
 prompt, prediction, references, and the reference answer's teacher-forced log-likelihood).
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import string
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from mmneuron.ablation.conditions import Condition, condition_sites
 from mmneuron.ablation.likelihood import answer_loglik, reference_answer
@@ -129,12 +130,20 @@ def run_ablation(
     try:
         with deactivation:
             predictions = generate_answers(
-                model, processor, prompts, images, settings.batch_size, settings.max_new_tokens, progress,
-                temperature=settings.temperature if settings.decoding == COMPAT else None, seed=settings.seed,
+                model,
+                processor,
+                prompts,
+                images,
+                settings.batch_size,
+                settings.max_new_tokens,
+                progress,
+                temperature=settings.temperature if settings.decoding == COMPAT else None,
+                seed=settings.seed,
             )
             likelihoods = (
                 answer_loglik(model, processor, prompts, images, references, settings.batch_size, progress)
-                if settings.likelihood else [(None, None)] * len(kept)
+                if settings.likelihood
+                else [(None, None)] * len(kept)
             )
     finally:
         tokenizer.padding_side = padding_side

@@ -6,11 +6,12 @@ when the records carry it, the reference answer's mean log-likelihood is a secon
 ``reference_loglik``. :func:`mmneuron.vqa.effects.score_table` then gives the mean with its
 bootstrap interval and the paired change against ``none`` on the same samples.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,9 +26,22 @@ LOGLIK = "reference_loglik"
 RUN_FIELDS = ("model", "condition", "control", "seed", "source_domain", "domain")
 TABLE_COLUMNS = (*RUN_FIELDS, *SCORE_COLUMNS[3:])
 RANDOM_COLUMNS = (
-    "model", "condition", "source_domain", "domain", "metric", "seeds",
-    "value_mean", "value_std", "value_min", "value_max",
-    "delta_mean", "delta_std", "delta_min", "delta_max", "own_delta", "p_empirical",
+    "model",
+    "condition",
+    "source_domain",
+    "domain",
+    "metric",
+    "seeds",
+    "value_mean",
+    "value_std",
+    "value_min",
+    "value_max",
+    "delta_mean",
+    "delta_std",
+    "delta_min",
+    "delta_max",
+    "own_delta",
+    "p_empirical",
 )
 
 
@@ -88,16 +102,14 @@ def _sample_scores(run: Run, records: list[dict], metric: str, judge) -> dict[st
         try:
             scores[record["sample_id"]] = function(record["prediction"], record["references"])
         except ValueError as error:
-            raise AblationError(f"{run.model}/{run.label}/{run.domain}, sample {record['sample_id']}: {error}") from None
+            raise AblationError(
+                f"{run.model}/{run.label}/{run.domain}, sample {record['sample_id']}: {error}"
+            ) from None
     return scores
 
 
 def score_runs(
-    runs: Mapping[Run, list[dict]],
-    metrics: Mapping[str, str],
-    judge=None,
-    n_boot: int = 1000,
-    seed: int = 0,
+    runs: Mapping[Run, list[dict]], metrics: Mapping[str, str], judge=None, n_boot: int = 1000, seed: int = 0
 ) -> pd.DataFrame:
     """The tidy score table: one row per run and metric (columns :data:`TABLE_COLUMNS`)."""
     scores, by_label = {}, {}
@@ -111,8 +123,10 @@ def score_runs(
         if all(value is not None for value in logliks.values()):
             scores[run.model, run.label, run.domain, LOGLIK] = logliks
     table = score_table(scores, n_boot=n_boot, seed=seed)
-    runs_of_rows = [by_label[model, label, domain] for model, label, domain in
-                    zip(table["model"], table["condition"], table["domain"])]
+    runs_of_rows = [
+        by_label[model, label, domain]
+        for model, label, domain in zip(table["model"], table["condition"], table["domain"])
+    ]
     for field in RUN_FIELDS[1:5]:
         table[field] = [getattr(run, field) for run in runs_of_rows]
     table["seed"] = table["seed"].astype("Int64")
@@ -133,6 +147,20 @@ def summarize_random(table: pd.DataFrame) -> pd.DataFrame:
         delta = summarize_random_controls(deltas) if np.isfinite(deltas).all() else dict.fromkeys(values, np.nan)
         own_delta = float(own.get(key, np.nan))
         p = (1 + int((deltas <= own_delta).sum())) / (1 + len(deltas)) if np.isfinite(own_delta) else np.nan
-        rows.append((*key, values["n"], values["mean"], values["std"], values["min"], values["max"],
-                     delta["mean"], delta["std"], delta["min"], delta["max"], own_delta, p))
+        rows.append(
+            (
+                *key,
+                values["n"],
+                values["mean"],
+                values["std"],
+                values["min"],
+                values["max"],
+                delta["mean"],
+                delta["std"],
+                delta["min"],
+                delta["max"],
+                own_delta,
+                p,
+            )
+        )
     return pd.DataFrame(rows, columns=list(RANDOM_COLUMNS))

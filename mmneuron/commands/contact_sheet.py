@@ -1,4 +1,5 @@
 """`mmneuron contact-sheet`: a PNG grid of a few samples per domain, for people to look at."""
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """``mmneuron extract``: count active neurons of a model over a samples file into a counts file."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,9 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "extract", help="count each MLP neuron's active token positions over a samples file"
-    )
+    parser = subparsers.add_parser("extract", help="count each MLP neuron's active token positions over a samples file")
     parser.add_argument("--model", required=True, help="model folder or Hugging Face id")
     parser.add_argument("--data", required=True, type=Path, help="samples file (.parquet)")
     parser.add_argument("--out", required=True, type=Path, help="counts file to write (.safetensors)")
@@ -57,7 +56,12 @@ def run(args: argparse.Namespace) -> int:
     model, processor = load_model(args.model, device=args.device, dtype=args.dtype)
     log.info(
         "%s on %s (%s): %d samples of %s, shard %s",
-        args.model, model.device, model.dtype, len(samples), args.data, args.shard,
+        args.model,
+        model.device,
+        model.dtype,
+        len(samples),
+        args.data,
+        args.shard,
     )
     counts = extract_counts(
         model,

@@ -1,4 +1,5 @@
 """``mmneuron lens``: the logit lens per domain, its three stages, examples and figures."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,31 +22,54 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="logit lens: entropy of each LLM layer's decoded distribution, per domain and token scope",
         description="Outputs not named go beside --out: {stem}_stages.csv and {stem}_examples.json.",
     )
-    parser.add_argument("--model", required=True, help="model folder (save_pretrained) or a Hugging Face id in the local cache")
-    parser.add_argument("--data", nargs="+", required=True, type=Path, metavar="PARQUET",
-                        help="samples files; the domain comes from each sample")
+    parser.add_argument(
+        "--model", required=True, help="model folder (save_pretrained) or a Hugging Face id in the local cache"
+    )
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        required=True,
+        type=Path,
+        metavar="PARQUET",
+        help="samples files; the domain comes from each sample",
+    )
     parser.add_argument("--out", required=True, type=Path, help="tidy CSV: one row per domain, scope and layer")
     parser.add_argument("--examples", type=Path, help="JSON of per-sample top tokens per layer")
     parser.add_argument("--stages", type=Path, help="CSV of the stage boundaries per domain")
     parser.add_argument("--figures", type=Path, help="folder for the figures (PNG and PDF); none if omitted")
     parser.add_argument("--limit", type=int, help="samples per file (default: all)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--chunk-size", type=int, default=4096,
-                        help="positions decoded at once (memory: chunk x vocabulary logits)")
+    parser.add_argument(
+        "--chunk-size", type=int, default=4096, help="positions decoded at once (memory: chunk x vocabulary logits)"
+    )
     parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="prompt template with {question} and one <image>")
     parser.add_argument("--chat", action="store_true", help="wrap the prompt as a user turn of the chat template")
     parser.add_argument("--examples-per-domain", type=int, default=2)
     parser.add_argument("--top-tokens", type=int, default=5, help="most frequent top tokens listed per row")
     parser.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:N")
-    parser.add_argument("--dtype", default="auto", help="auto (bfloat16 on a GPU, else float32), float32, bfloat16, float16")
+    parser.add_argument(
+        "--dtype", default="auto", help="auto (bfloat16 on a GPU, else float32), float32, bfloat16, float16"
+    )
     parser.add_argument("--name", help="model name recorded in the outputs (default: the folder's name)")
     rule = StageRule()
-    parser.add_argument("--start-fraction", type=float, default=rule.start_fraction,
-                        help="stage rule: share of the entropy fall that starts processing (default %(default)s)")
-    parser.add_argument("--min-rise", type=float, default=rule.min_rise,
-                        help="stage rule: final rise, as a share of the fall, for token selection (default %(default)s)")
-    parser.add_argument("--flat-tolerance", type=float, default=rule.flat_tolerance,
-                        help="stage rule: change, as a share of the largest entropy, treated as none (default %(default)s)")
+    parser.add_argument(
+        "--start-fraction",
+        type=float,
+        default=rule.start_fraction,
+        help="stage rule: share of the entropy fall that starts processing (default %(default)s)",
+    )
+    parser.add_argument(
+        "--min-rise",
+        type=float,
+        default=rule.min_rise,
+        help="stage rule: final rise, as a share of the fall, for token selection (default %(default)s)",
+    )
+    parser.add_argument(
+        "--flat-tolerance",
+        type=float,
+        default=rule.flat_tolerance,
+        help="stage rule: change, as a share of the largest entropy, treated as none (default %(default)s)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -56,9 +80,17 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"mmneuron lens: no samples in {[str(p) for p in args.data]}")
     name = args.name or Path(args.model).name
     model, processor = load_model(args.model, args.device, args.dtype)
-    result = run_lens(model, processor, samples, args.prompt, batch_size=args.batch_size,
-                      chunk_size=args.chunk_size, chat=args.chat,
-                      examples_per_domain=args.examples_per_domain, model_name=name)
+    result = run_lens(
+        model,
+        processor,
+        samples,
+        args.prompt,
+        batch_size=args.batch_size,
+        chunk_size=args.chunk_size,
+        chat=args.chat,
+        examples_per_domain=args.examples_per_domain,
+        model_name=name,
+    )
     table = result.accumulator.table(processor.tokenizer, top_tokens=args.top_tokens)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
@@ -67,16 +99,29 @@ def run(args: argparse.Namespace) -> int:
     stages.to_csv(args.stages or args.out.with_name(f"{args.out.stem}_stages.csv"), index=False)
     examples_path = args.examples or args.out.with_name(f"{args.out.stem}_examples.json")
     examples_path.parent.mkdir(parents=True, exist_ok=True)
-    examples_path.write_text(json.dumps({
-        "model": name, "settings": {**result.settings, "stage_rule": asdict(rule)},
-        "samples": dict(result.accumulator.samples), "skipped": result.skipped, "examples": result.examples,
-    }, indent=1, ensure_ascii=False))
+    examples_path.write_text(
+        json.dumps(
+            {
+                "model": name,
+                "settings": {**result.settings, "stage_rule": asdict(rule)},
+                "samples": dict(result.accumulator.samples),
+                "skipped": result.skipped,
+                "examples": result.examples,
+            },
+            indent=1,
+            ensure_ascii=False,
+        )
+    )
     if args.figures:
         from ..plots.lens import plot_all  # here, not at the top: every mmneuron command imports this module
 
         plot_all(table, result.examples, args.figures, rule, title=name)
     for row in stages.itertuples():
         log.info("%s: %s", row.domain, row.note)
-    log.info("lens over %d sample(s) of %d domain(s); %d skipped (corrupt images)",
-             sum(result.accumulator.samples.values()), len(result.accumulator.samples), len(result.skipped))
+    log.info(
+        "lens over %d sample(s) of %d domain(s); %d skipped (corrupt images)",
+        sum(result.accumulator.samples.values()),
+        len(result.accumulator.samples),
+        len(result.skipped),
+    )
     return 0

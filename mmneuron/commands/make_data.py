@@ -1,4 +1,5 @@
 """`mmneuron make-data`: draw one synthetic domain's splits into the sample format."""
+
 from __future__ import annotations
 
 import logging

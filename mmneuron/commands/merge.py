@@ -1,4 +1,5 @@
 """``mmneuron merge``: sum counts files of one model and domain (e.g. shards) into one."""
+
 from __future__ import annotations
 
 import argparse

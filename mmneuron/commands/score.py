@@ -1,4 +1,5 @@
 """``mmneuron score``: score ablation answers, with effect sizes against ``none`` and figures."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Outputs not named go beside --out: {stem}_random.csv (the random controls over seeds).",
     )
     parser.add_argument("answers", nargs="+", type=Path, metavar="ANSWERS.jsonl", help="answers of `mmneuron ablate`")
-    parser.add_argument("--metrics", nargs="+", required=True, metavar="DOMAIN=METRIC",
-                        help=f"metric per domain: a name of mmneuron.vqa.metrics or {LINGO_JUDGE}")
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        required=True,
+        metavar="DOMAIN=METRIC",
+        help=f"metric per domain: a name of mmneuron.vqa.metrics or {LINGO_JUDGE}",
+    )
     parser.add_argument("--out", required=True, type=Path, help="tidy score CSV")
     parser.add_argument("--random-out", type=Path, help="random-control summary CSV")
     parser.add_argument("--figures", type=Path, help="folder for the figures (PNG and PDF); none if omitted")
@@ -29,7 +35,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--device", default="cpu", help="device of the judge")
     parser.set_defaults(func=run)
-
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,6 +63,12 @@ def run(args: argparse.Namespace) -> int:
         from ..plots.ablation import plot_all  # here, not at the top: every mmneuron command imports this module
 
         plot_all(table, summary, args.figures)
-    log.info("%d score row(s) from %d file(s) -> %s; %d random-control row(s) -> %s",
-             len(table), len(args.answers), args.out, len(summary), random_out)
+    log.info(
+        "%d score row(s) from %d file(s) -> %s; %d random-control row(s) -> %s",
+        len(table),
+        len(args.answers),
+        args.out,
+        len(summary),
+        random_out,
+    )
     return 0

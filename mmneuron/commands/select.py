@@ -1,4 +1,5 @@
 """``mmneuron select``: domain-specific neurons by DAPE, with their table, statistics and figures."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,15 +21,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="select domain-specific neurons (DAPE) from activation counts",
         description="Outputs not named go beside --out: {stem}.csv, lape_{site}.pt, neuron_stats.csv, figures/.",
     )
-    parser.add_argument("--counts", nargs="+", required=True, type=Path, metavar="FILE",
-                        help="counts files; the domain comes from each file, files of one domain are merged")
+    parser.add_argument(
+        "--counts",
+        nargs="+",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="counts files; the domain comes from each file, files of one domain are merged",
+    )
     parser.add_argument("--out", required=True, type=Path, help="neurons.json to write")
-    parser.add_argument("--top-rate", type=float, default=DEFAULTS["top_rate"],
-                        help="share of each site's neurons to select (default %(default)s)")
-    parser.add_argument("--filter-rate", type=float, default=DEFAULTS["filter_rate"],
-                        help="percentile of p a candidate must exceed in some domain (default %(default)s)")
-    parser.add_argument("--assign-rate", type=float, default=DEFAULTS["assign_rate"],
-                        help="percentile of p a neuron must exceed to belong to a domain (default %(default)s)")
+    parser.add_argument(
+        "--top-rate",
+        type=float,
+        default=DEFAULTS["top_rate"],
+        help="share of each site's neurons to select (default %(default)s)",
+    )
+    parser.add_argument(
+        "--filter-rate",
+        type=float,
+        default=DEFAULTS["filter_rate"],
+        help="percentile of p a candidate must exceed in some domain (default %(default)s)",
+    )
+    parser.add_argument(
+        "--assign-rate",
+        type=float,
+        default=DEFAULTS["assign_rate"],
+        help="percentile of p a neuron must exceed to belong to a domain (default %(default)s)",
+    )
     parser.add_argument("--scope", choices=SCOPES, default=DEFAULTS["scope"], help="token positions counted")
     parser.add_argument("--table", type=Path, help="tidy CSV, one row per selected neuron")
     parser.add_argument("--lape-dir", type=Path, help="folder for the LAPE-compatible lape_{site}.pt")
@@ -50,8 +69,12 @@ def _run(args: argparse.Namespace) -> int:
     if (args.half_a is None) != (args.half_b is None):
         raise SystemExit("mmneuron select: --half-a and --half-b go together")
     out: Path = args.out
-    rates = {"top_rate": args.top_rate, "filter_rate": args.filter_rate,
-             "assign_rate": args.assign_rate, "scope": args.scope}
+    rates = {
+        "top_rate": args.top_rate,
+        "filter_rate": args.filter_rate,
+        "assign_rate": args.assign_rate,
+        "scope": args.scope,
+    }
     selection = select(list(load_many(args.counts).values()), **rates)
     halves = None
     if args.half_a is not None:
@@ -70,8 +93,14 @@ def _run(args: argparse.Namespace) -> int:
 
     plot_all(selection, args.figures or out.parent / "figures")
     for name, site in sorted(selection.sites.items()):
-        log.info("%s: %d of k=%d selected (%d candidates); per domain %s", name, len(site.selected), site.k,
-                 site.candidates, {d: len(n) for d, n in site.by_domain.items()})
+        log.info(
+            "%s: %d of k=%d selected (%d candidates); per domain %s",
+            name,
+            len(site.selected),
+            site.k,
+            site.candidates,
+            {d: len(n) for d, n in site.by_domain.items()},
+        )
     return 0
 
 

@@ -1,4 +1,5 @@
 """`mmneuron train-demo`: build, train, evaluate and save the demo model."""
+
 from __future__ import annotations
 
 import json

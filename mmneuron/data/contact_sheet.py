@@ -1,4 +1,5 @@
 """A contact sheet: a PNG grid of a few samples per domain with their questions and answers."""
+
 from __future__ import annotations
 
 import textwrap
@@ -7,10 +8,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never open a window
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from mmneuron.data.samples import Sample, decode_image  # noqa: E402
-from mmneuron.data.synthetic import DOMAIN_NAMES  # noqa: E402
+from mmneuron.data.samples import Sample, decode_image
+from mmneuron.data.synthetic import DOMAIN_NAMES
 
 CELL_INCHES = (1.9, 2.3)  # width, height of one image with its caption
 
@@ -23,10 +24,7 @@ def write_contact_sheet(samples_by_domain: dict[str, list[Sample]], path: str | 
     if not rows:
         raise ValueError("no samples to draw")
     figure, axes = plt.subplots(
-        len(rows),
-        per_domain,
-        figsize=(CELL_INCHES[0] * per_domain + 0.6, CELL_INCHES[1] * len(rows)),
-        squeeze=False,
+        len(rows), per_domain, figsize=(CELL_INCHES[0] * per_domain + 0.6, CELL_INCHES[1] * len(rows)), squeeze=False
     )
     for (domain, samples), row in zip(rows, axes):
         for column, ax in enumerate(row):

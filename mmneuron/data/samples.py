@@ -3,14 +3,15 @@
 Columns (DESIGN.md): ``sample_id`` (str), ``domain`` (str), ``question`` (str), ``answers``
 (list of str, the references), ``image`` (encoded image bytes), ``meta`` (JSON str).
 """
+
 from __future__ import annotations
 
 import io
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 import pyarrow as pa

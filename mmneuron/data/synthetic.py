@@ -9,12 +9,14 @@ Scenes are laid out in a 64-unit frame and scaled to ``image_size``. Target obje
 last, in exact palette colours and without antialiasing, so tests can find them in the pixels;
 backgrounds are textured with noise that can never reach a palette colour.
 """
+
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -142,7 +144,7 @@ def _split_punctuation(chunk: str) -> list[str]:
         else:
             tokens += [word, char]
             word = ""
-    return tokens + [word]
+    return [*tokens, word]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,11 +218,7 @@ def _deck(domain: str) -> list[tuple[str, str]]:
     """One block: every type equally often, and within a type every answer equally often."""
     qtypes = QUESTIONS[domain]
     per_type = math.lcm(*(len(qtype.answers) for qtype in qtypes))
-    return [
-        (qtype.name, answer)
-        for qtype in qtypes
-        for answer in qtype.answers * (per_type // len(qtype.answers))
-    ]
+    return [(qtype.name, answer) for qtype in qtypes for answer in qtype.answers * (per_type // len(qtype.answers))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,7 +264,7 @@ class Canvas:
     def add_noise(self, rng: np.random.Generator, amplitude: int) -> None:
         """Texture everything drawn so far (call before drawing the exact-colour objects)."""
         pixels = np.asarray(self.image, dtype=np.int16)
-        grain = rng.integers(-amplitude, amplitude + 1, size=pixels.shape[:2] + (1,), dtype=np.int16)
+        grain = rng.integers(-amplitude, amplitude + 1, size=(*pixels.shape[:2], 1), dtype=np.int16)
         self.image = Image.fromarray(np.clip(pixels + grain, 0, 255).astype(np.uint8))
         self.draw = ImageDraw.Draw(self.image)
 
@@ -434,8 +432,8 @@ def _draw_rs(rng: np.random.Generator, size: int, qtype: str, answer: str) -> Im
     canvas = Canvas(size, FIELD_COLOURS[0])
     xs = [0.0, *sorted(rng.uniform(12, 52, size=int(rng.integers(1, 3)))), float(UNIT)]
     ys = [0.0, *sorted(rng.uniform(12, 52, size=int(rng.integers(1, 3)))), float(UNIT)]
-    for x0, x1 in zip(xs, xs[1:]):
-        for y0, y1 in zip(ys, ys[1:]):
+    for x0, x1 in itertools.pairwise(xs):
+        for y0, y1 in itertools.pairwise(ys):
             colour = _jitter(rng, FIELD_COLOURS[rng.integers(len(FIELD_COLOURS))], 8)
             canvas.rect((x0, y0, x1, y1), colour)
             furrow = _darker(colour, 0.85)

@@ -1,4 +1,5 @@
 """Forward hooks on activation modules: recording activation statistics."""
+
 from mmneuron.hooks.record import ActivationRecorder, RecordingError
 
 __all__ = ["ActivationRecorder", "RecordingError"]

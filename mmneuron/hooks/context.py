@@ -1,7 +1,8 @@
 """The context shared by recording and deactivation: forward hooks that never outlive it."""
+
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from torch import nn
 

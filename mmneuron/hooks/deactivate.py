@@ -7,9 +7,10 @@ each decoding step alike. Nothing else changes: no forward is replaced, the mode
 modules stay as they are, and every hook is removed when the context ends (also on an exception),
 so outputs after the context are bit-identical to outputs before it.
 """
+
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -44,7 +45,8 @@ class Deactivation(ForwardHooks):
                 layer, neuron = int(layer), int(neuron)
                 if not 0 <= layer < site.layers or not 0 <= neuron < site.width:
                     raise DeactivationError(
-                        f"site '{name}': neuron ({layer}, {neuron}) is outside its {site.layers} layers x {site.width} neurons"
+                        f"site '{name}': neuron ({layer}, {neuron}) is outside its "
+                        f"{site.layers} layers x {site.width} neurons"
                     )
                 per_layer.setdefault(layer, set()).add(neuron)
             for layer in sorted(per_layer):

@@ -16,9 +16,10 @@ A part's mask is a bool tensor with one entry per position of the module output 
 dimensions flattened, e.g. batch x sequence); padding is simply in no part. ``None`` for a kind
 with one part means every position counts.
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 

@@ -4,10 +4,11 @@ It has the real architecture - the same classes, processor, image tiling and mod
 `llava-hf/llava-v1.6-vicuna-7b-hf` - at a size that trains on a laptop CPU in minutes.
 Images of 64 px are tiled into 32-px crops (a 2x2 grid plus the downscaled whole image).
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import torch
 from transformers import (
@@ -60,9 +61,7 @@ def build_demo_processor(vocabulary: Iterable[str], size: DemoSize = DemoSize())
         [*vocabulary, *TEMPLATE_WORDS], [IMAGE_TOKEN], padding_side="left", chat_template=CHAT_TEMPLATE
     )
     image_processor = LlavaNextImageProcessorPil(
-        size={"shortest_edge": TILE},
-        crop_size={"height": TILE, "width": TILE},
-        image_grid_pinpoints=GRID_PINPOINTS,
+        size={"shortest_edge": TILE}, crop_size={"height": TILE, "width": TILE}, image_grid_pinpoints=GRID_PINPOINTS
     )
     return LlavaNextProcessor(
         image_processor=image_processor,

@@ -3,14 +3,15 @@
 Greedy by default; with a ``temperature`` the answers are sampled from a generator seeded with
 ``seed`` (the global RNG is left as it was).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from PIL import Image
-from transformers import BatchFeature
 from tqdm.auto import tqdm
+from transformers import BatchFeature
 
 
 def user_turn(processor, text: str) -> str:
@@ -70,9 +71,7 @@ def generate_answers(
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for start in tqdm(starts, desc="generate", unit="batch", disable=not progress):
-            inputs = encode(
-                processor, images[start : start + batch_size], prompts[start : start + batch_size], model
-            )
+            inputs = encode(processor, images[start : start + batch_size], prompts[start : start + batch_size], model)
             output = model.generate(**inputs, max_new_tokens=max_new_tokens, **decoding)
             new_tokens = output[:, inputs["input_ids"].shape[1] :]
             answers += [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]

@@ -1,4 +1,5 @@
 """Load a supported vision-language model and its processor from a folder or a Hugging Face id."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -5,6 +5,7 @@ Without torchvision (which this project avoids) transformers can neither build n
 all we analyse. Importing this module registers the classes with ``AutoProcessor``, so that folders
 saved with them load by the class name in ``processor_config.json``.
 """
+
 from __future__ import annotations
 
 from transformers import AutoProcessor, Qwen2_5_VLConfig, Qwen2_5_VLProcessor, Qwen2VLConfig, Qwen2VLProcessor
@@ -30,7 +31,4 @@ AutoProcessor.register(Qwen2_5_VLConfig, Qwen2_5_VLImageOnlyProcessor, exist_ok=
 
 # By model type: the processor class to load a checkpoint with instead of AutoProcessor, whose
 # choice (the saved class name) would need torchvision.
-IMAGE_ONLY_PROCESSORS = {
-    "qwen2_vl": Qwen2VLImageOnlyProcessor,
-    "qwen2_5_vl": Qwen2_5_VLImageOnlyProcessor,
-}
+IMAGE_ONLY_PROCESSORS = {"qwen2_vl": Qwen2VLImageOnlyProcessor, "qwen2_5_vl": Qwen2_5_VLImageOnlyProcessor}

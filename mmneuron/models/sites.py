@@ -19,11 +19,12 @@ Module names are matched by full-match regular expressions over ``model.named_mo
 ``out_features`` of a sibling linear layer (``fc1``, ``gate_proj`` ...). Anything that does not
 resolve exactly raises :class:`SiteError` naming the model type, site and pattern.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from torch import nn
 

@@ -4,10 +4,11 @@ Each builder mirrors the real architecture (module names, activation modules, sp
 image-token bookkeeping) at toy size, so that hooks, extraction and the workflow can be tested
 on CPU in seconds without downloading anything.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
@@ -133,9 +134,7 @@ def _clip_vision() -> CLIPVisionConfig:
 
 def _build_llava(seed: int):
     tokenizer = _lm_tokenizer()
-    image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": TILE}, crop_size={"height": TILE, "width": TILE}
-    )
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": TILE}, crop_size={"height": TILE, "width": TILE})
     processor = LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
@@ -156,9 +155,7 @@ def _build_llava_next(seed: int):
     tokenizer = _lm_tokenizer()
     pinpoints = [[TILE, 2 * TILE], [2 * TILE, TILE], [2 * TILE, 2 * TILE]]
     image_processor = LlavaNextImageProcessorPil(
-        size={"shortest_edge": TILE},
-        crop_size={"height": TILE, "width": TILE},
-        image_grid_pinpoints=pinpoints,
+        size={"shortest_edge": TILE}, crop_size={"height": TILE, "width": TILE}, image_grid_pinpoints=pinpoints
     )
     processor = LlavaNextProcessor(
         image_processor=image_processor,
@@ -291,12 +288,8 @@ def _build_idefics3(seed: int):
     scale_factor = 2
     image_seq_len = (TILE // PATCH) ** 2 // scale_factor**2
     # Images up to 2x2 tiles of TILE px, plus the downscaled global view.
-    image_processor = Idefics3ImageProcessorPil(
-        size={"longest_edge": 2 * TILE}, max_image_size={"longest_edge": TILE}
-    )
-    processor = Idefics3Processor(
-        image_processor=image_processor, tokenizer=tokenizer, image_seq_len=image_seq_len
-    )
+    image_processor = Idefics3ImageProcessorPil(size={"longest_edge": 2 * TILE}, max_image_size={"longest_edge": TILE})
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=image_seq_len)
     vision = Idefics3VisionConfig(
         hidden_size=HIDDEN,
         intermediate_size=INTERMEDIATE,
@@ -317,9 +310,7 @@ def _build_idefics3(seed: int):
 def _build_paligemma(seed: int):
     tokenizer = _lm_tokenizer(add_bos=False)  # the processor places BOS itself
     image_seq_length = (TILE // PATCH) ** 2
-    image_processor = SiglipImageProcessorPil(
-        size={"height": TILE, "width": TILE}, image_seq_length=image_seq_length
-    )
+    image_processor = SiglipImageProcessorPil(size={"height": TILE, "width": TILE}, image_seq_length=image_seq_length)
     # The processor adds PaliGemma's 1152 <locXXXX>/<segXXX> tokens, so size the vocab afterwards.
     processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
     vision = SiglipVisionConfig(

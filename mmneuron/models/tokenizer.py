@@ -3,9 +3,10 @@
 The demo and tiny models need real, saveable tokenizers; a word-level vocabulary over the
 synthetic domains' questions and answers keeps sequences short and training fast.
 """
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
@@ -27,9 +28,7 @@ def build_word_tokenizer(
     for word in sorted(set(words)):
         vocab.setdefault(word, len(vocab))
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
-    )
+    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
     backend.decoder = decoders.WordPiece(prefix="##", cleanup=True)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,

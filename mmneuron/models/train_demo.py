@@ -6,6 +6,7 @@ the left, so every answer ends the sequence and the model computes logits for th
 only. Attention is eager while training: the training rule took 266-270 s with it and 302 s with
 SDPA on 2 CPU threads (the model keeps its own attention for evaluation and after saving).
 """
+
 from __future__ import annotations
 
 import logging
@@ -94,9 +95,7 @@ def answer_loss(
         logits_to_keep=logits_to_keep,
     ).logits
     predicted = labels[:, 1 - logits.shape[1] :]  # the tokens that those logits predict
-    return torch.nn.functional.cross_entropy(
-        logits[:, :-1].flatten(0, 1), predicted.flatten(), ignore_index=IGNORE
-    )
+    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), predicted.flatten(), ignore_index=IGNORE)
 
 
 def train(model, processor, samples: list[Sample], settings: TrainSettings) -> dict:
@@ -134,13 +133,18 @@ def train(model, processor, samples: list[Sample], settings: TrainSettings) -> d
             log.info("step %d loss %.4f", step, losses[-1])
     model.eval()
     model.set_attn_implementation(attention)
-    return {"train_seconds": round(time.perf_counter() - started, 1), "final_loss": sum(losses[-50:]) / len(losses[-50:])}
+    return {
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "final_loss": sum(losses[-50:]) / len(losses[-50:]),
+    }
 
 
 def evaluate(model, processor, samples: list[Sample], batch_size: int = 64) -> dict:
     """Greedy exact-match accuracy, overall and per domain (answers compare lower-cased and stripped)."""
     prompts = [user_turn(processor, s.question) for s in samples]
-    predictions = generate_answers(model, processor, prompts, [decode_image(s) for s in samples], batch_size, max_new_tokens=4)
+    predictions = generate_answers(
+        model, processor, prompts, [decode_image(s) for s in samples], batch_size, max_new_tokens=4
+    )
     hits = defaultdict(list)
     for sample, prediction in zip(samples, predictions):
         hits[sample.domain].append(prediction.lower().strip() in {a.lower().strip() for a in sample.answers})

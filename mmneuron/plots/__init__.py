@@ -1,4 +1,5 @@
 """Figures (matplotlib, non-interactive): every figure is written as PNG and PDF."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import matplotlib.pyplot as plt
 
 # Fixed metadata, so the same figure gives the same PDF bytes.
 _METADATA = {"pdf": {"CreationDate": None, "Producer": None, "Creator": "mmneuron"}, "png": {"Software": "mmneuron"}}

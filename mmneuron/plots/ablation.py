@@ -1,5 +1,6 @@
 """Figures of the deactivation experiment: change against ``none`` per condition and domain, with the
 random controls' range, and the cross-domain matrix."""
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,9 @@ def _draw(ax, matrix: np.ndarray, labels: list[list[str]], limit: float) -> plt.
     return image
 
 
-def plot_effects(table: pd.DataFrame, summary: pd.DataFrame, model: str, stem: str | Path,
-                 likelihood: bool = False) -> list[Path]:
+def plot_effects(
+    table: pd.DataFrame, summary: pd.DataFrame, model: str, stem: str | Path, likelihood: bool = False
+) -> list[Path]:
     """Heatmap of the change against ``none`` (conditions x domains) when each domain's own neurons
     are deactivated: each cell gives the change (``*``: its 95% interval excludes 0) and the range
     of the random controls' changes over seeds. ``likelihood`` plots the reference answer's mean
@@ -47,17 +49,21 @@ def plot_effects(table: pd.DataFrame, summary: pd.DataFrame, model: str, stem: s
         matrix[i, j] = row.delta
         significant = row.delta_low > 0 or row.delta_high < 0
         text = f"{row.delta:+.3f}{'*' if significant else ''}"
-        control = controls[(controls["condition"] == row.condition) & (controls["domain"] == row.domain)
-                           & (controls["metric"] == row.metric)]
+        control = controls[
+            (controls["condition"] == row.condition)
+            & (controls["domain"] == row.domain)
+            & (controls["metric"] == row.metric)
+        ]
         if not control.empty:
             c = control.iloc[0]
             text += f"\nrandom [{c.delta_min:+.3f}, {c.delta_max:+.3f}]"
         labels[i][j] = text
     baseline = rows[rows["condition"] == NONE].set_index("domain")
-    columns = [f"{d}\n{baseline.loc[d, 'metric']}\nnone = {baseline.loc[d, 'value']:.3f}" if d in baseline.index
-               else d for d in domains]
-    fig, ax = plt.subplots(figsize=(1.9 * len(domains) + 2.5, 0.75 * max(len(conditions), 1) + 2),
-                           layout="constrained")
+    columns = [
+        f"{d}\n{baseline.loc[d, 'metric']}\nnone = {baseline.loc[d, 'value']:.3f}" if d in baseline.index else d
+        for d in domains
+    ]
+    fig, ax = plt.subplots(figsize=(1.9 * len(domains) + 2.5, 0.75 * max(len(conditions), 1) + 2), layout="constrained")
     if conditions:
         image = _draw(ax, matrix, labels, _limit(matrix))
         fig.colorbar(image, ax=ax, label="change against none", shrink=0.8)
@@ -73,8 +79,12 @@ def plot_effects(table: pd.DataFrame, summary: pd.DataFrame, model: str, stem: s
 def plot_cross_domain(table: pd.DataFrame, model: str, condition: str, stem: str | Path) -> list[Path]:
     """Cross-domain matrix for one condition: rows the domain whose neurons are deactivated, columns
     the evaluation domain, cells the change of the evaluation domain's metric against ``none``."""
-    rows = table[(table["model"] == model) & (table["control"] == OWN) & (table["condition"] == condition)
-                 & (table["metric"] != LOGLIK)]
+    rows = table[
+        (table["model"] == model)
+        & (table["control"] == OWN)
+        & (table["condition"] == condition)
+        & (table["metric"] != LOGLIK)
+    ]
     domains = list(dict.fromkeys([*rows["domain"], *rows["source_domain"]]))
     matrix = np.full((len(domains), len(domains)), np.nan)
     labels = [["not run"] * len(domains) for _ in domains]
@@ -90,8 +100,7 @@ def plot_cross_domain(table: pd.DataFrame, model: str, condition: str, stem: str
     ax.set_yticks(range(len(domains)), domains)
     ax.set_xlabel("evaluation domain")
     ax.set_ylabel("neurons deactivated: domain")
-    ax.set_title(f"{model}, condition {condition}: cross-domain deactivation\n(* 95% interval excludes 0)",
-                 fontsize=10)
+    ax.set_title(f"{model}, condition {condition}: cross-domain deactivation\n(* 95% interval excludes 0)", fontsize=10)
     return save_figure(fig, stem)
 
 

@@ -1,4 +1,5 @@
 """Figures of neuron sets: where they sit (layers), how domains share them, and the DAPE cut-off."""
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,11 @@ def plot_layer_distribution(selection: Selection, stem: str | Path) -> list[Path
         info = selection.sites[site]
         counts = {d: np.bincount([l for l, _ in info.by_domain[d]], minlength=info.layers) for d in selection.domains}
         if info.layers == 1:
-            ax.bar(selection.domains, [counts[d][0] for d in selection.domains],
-                   color=[colours[d] for d in selection.domains])
+            ax.bar(
+                selection.domains,
+                [counts[d][0] for d in selection.domains],
+                color=[colours[d] for d in selection.domains],
+            )
             ax.set_xlabel("domain (the site has a single layer)")
             if info.inert_layers:
                 ax.set_facecolor("0.92")
@@ -61,8 +65,9 @@ def plot_overlap(selection: Selection, stem: str | Path) -> list[Path]:
     """Per site, neurons shared by each pair of domains (numbers; diagonal: set size), coloured by Jaccard."""
     sites, domains = sorted(selection.sites), selection.domains
     size = 0.6 * len(domains) + 1.6
-    fig, axes = plt.subplots(1, len(sites), figsize=(size * len(sites) + 1.2, size + 0.6), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        1, len(sites), figsize=(size * len(sites) + 1.2, size + 0.6), squeeze=False, layout="constrained"
+    )
     image = None
     for ax, site in zip(axes[0], sites):
         sets = [set(selection.sites[site].by_domain[d]) for d in domains]
@@ -94,11 +99,20 @@ def plot_dape_histogram(selection: Selection, stem: str | Path, bins: int = 40) 
         fires = (info.probabilities > 0).any(0).numpy()
         candidate = info.candidate_mask.numpy()
         entropy = info.entropy.numpy()
-        heights, _, _ = ax.hist([entropy[candidate], entropy[fires & ~candidate]], bins=edges, stacked=True,
-                color=["tab:blue", "0.75"], label=[f"candidates (p > tau = {info.tau:.3g})", "other neurons that fire"])
+        heights, _, _ = ax.hist(
+            [entropy[candidate], entropy[fires & ~candidate]],
+            bins=edges,
+            stacked=True,
+            color=["tab:blue", "0.75"],
+            label=[f"candidates (p > tau = {info.tau:.3g})", "other neurons that fire"],
+        )
         if info.entropy_cutoff is not None:
-            ax.axvline(info.entropy_cutoff, color="tab:red", linestyle="--",
-                       label=f"cut-off: {len(info.selected)} lowest (k = {info.k})")
+            ax.axvline(
+                info.entropy_cutoff,
+                color="tab:red",
+                linestyle="--",
+                label=f"cut-off: {len(info.selected)} lowest (k = {info.k})",
+            )
         ax.set_yscale("symlog", linthresh=1)
         ax.set_ylim(0, max(float(np.max(heights)), 1) * 3)  # head room for the legend
         ax.set_xlabel("DAPE (entropy over domains, nats)")

@@ -4,6 +4,7 @@ distance of the ablated residual stream to the clean one, a line per condition a
 Solid: each domain's own neurons deactivated; dashed with a band: the random controls (mean and
 range over seeds); grey: ``none`` (the run-to-run noise floor, flat at 1 / 0 on a deterministic device).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,10 +16,7 @@ from matplotlib.ticker import MaxNLocator
 from ..ablation.conditions import NONE, OWN, RANDOM
 from . import save_figure
 
-METRICS = {
-    "cosine": ("cosine_mean", "cosine similarity"),
-    "rel_l2": ("rel_l2_mean", "relative L2 distance"),
-}
+METRICS = {"cosine": ("cosine_mean", "cosine similarity"), "rel_l2": ("rel_l2_mean", "relative L2 distance")}
 _SCOPE_ORDER = ("image", "text", "all")
 _SCOPE_LABELS = {"image": "image positions", "text": "text positions", "all": "all positions"}
 
@@ -40,8 +38,15 @@ def _draw(ax, rows: pd.DataFrame, column: str, colours: dict) -> None:
     own = rows[rows["control"] == OWN].groupby(["condition", "layer"], sort=False)[column].mean()
     for condition in dict.fromkeys(own.index.get_level_values("condition")):
         curve = own.loc[condition]
-        ax.plot(curve.index, curve.to_numpy(), marker="o", markersize=3, color=colours[condition],
-                linewidth=1 if condition == NONE else 1.6, label=condition)
+        ax.plot(
+            curve.index,
+            curve.to_numpy(),
+            marker="o",
+            markersize=3,
+            color=colours[condition],
+            linewidth=1 if condition == NONE else 1.6,
+            label=condition,
+        )
     random = rows[rows["control"] == RANDOM]
     if not random.empty:
         per_seed = random.groupby(["condition", "seed", "layer"], sort=False)[column].mean()
@@ -56,12 +61,22 @@ def _draw(ax, rows: pd.DataFrame, column: str, colours: dict) -> None:
 
 
 def _legend(fig, colours: dict, has_random: bool) -> None:
-    handles = [plt.Line2D([], [], color=colour, marker="o", markersize=3,
-                          label=f"{condition} (noise floor)" if condition == NONE else condition)
-               for condition, colour in colours.items()]
+    handles = [
+        plt.Line2D(
+            [],
+            [],
+            color=colour,
+            marker="o",
+            markersize=3,
+            label=f"{condition} (noise floor)" if condition == NONE else condition,
+        )
+        for condition, colour in colours.items()
+    ]
     handles.append(plt.Line2D([], [], color="black", label="domain's own neurons"))
     if has_random:
-        handles.append(plt.Line2D([], [], color="black", linestyle="--", label="random neurons\n(mean, range over seeds)"))
+        handles.append(
+            plt.Line2D([], [], color="black", linestyle="--", label="random neurons\n(mean, range over seeds)")
+        )
     fig.legend(handles=handles, loc="outside right upper", fontsize=8, title="condition", title_fontsize=8)
 
 
@@ -70,8 +85,14 @@ def plot_layers(table: pd.DataFrame, stem: str | Path, title: str = "") -> list[
     if table.empty:
         raise ValueError("no perturbation rows to plot")
     scopes, colours = _scopes(table), _colours(table)
-    fig, axes = plt.subplots(len(METRICS), len(scopes), squeeze=False, sharex=True, layout="constrained",
-                             figsize=(3.8 * len(scopes) + 1.8, 5.6))
+    fig, axes = plt.subplots(
+        len(METRICS),
+        len(scopes),
+        squeeze=False,
+        sharex=True,
+        layout="constrained",
+        figsize=(3.8 * len(scopes) + 1.8, 5.6),
+    )
     for row, (column, label) in enumerate(METRICS.values()):
         for col, scope in enumerate(scopes):
             ax = axes[row, col]
@@ -84,9 +105,11 @@ def plot_layers(table: pd.DataFrame, stem: str | Path, title: str = "") -> list[
                 ax.set_xlabel("LLM layer")
     _legend(fig, colours, (table["control"] == RANDOM).any())
     domains = ", ".join(dict.fromkeys(table["domain"]))
-    fig.suptitle(f"{title or 'Perturbation'}: ablated vs clean residual stream per layer\n"
-                 f"mean over positions, then over domains ({domains}); each domain's own neurons deactivated",
-                 fontsize=10)
+    fig.suptitle(
+        f"{title or 'Perturbation'}: ablated vs clean residual stream per layer\n"
+        f"mean over positions, then over domains ({domains}); each domain's own neurons deactivated",
+        fontsize=10,
+    )
     return save_figure(fig, stem)
 
 
@@ -97,8 +120,14 @@ def plot_by_domain(table: pd.DataFrame, stem: str | Path, metric: str = "rel_l2"
     column, label = METRICS[metric]
     scopes, colours = _scopes(table), _colours(table)
     domains = list(dict.fromkeys(table["domain"]))
-    fig, axes = plt.subplots(len(domains), len(scopes), squeeze=False, sharex=True, layout="constrained",
-                             figsize=(3.8 * len(scopes) + 1.8, 2.2 * len(domains) + 1))
+    fig, axes = plt.subplots(
+        len(domains),
+        len(scopes),
+        squeeze=False,
+        sharex=True,
+        layout="constrained",
+        figsize=(3.8 * len(scopes) + 1.8, 2.2 * len(domains) + 1),
+    )
     for row, domain in enumerate(domains):
         for col, scope in enumerate(scopes):
             ax = axes[row, col]
@@ -110,8 +139,7 @@ def plot_by_domain(table: pd.DataFrame, stem: str | Path, metric: str = "rel_l2"
             if row == len(domains) - 1:
                 ax.set_xlabel("LLM layer")
     _legend(fig, colours, (table["control"] == RANDOM).any())
-    fig.suptitle(f"{title or 'Perturbation'}: {label} of the ablated residual stream per layer and domain",
-                 fontsize=10)
+    fig.suptitle(f"{title or 'Perturbation'}: {label} of the ablated residual stream per layer and domain", fontsize=10)
     return save_figure(fig, stem)
 
 

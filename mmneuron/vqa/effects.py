@@ -3,17 +3,27 @@
 Per-sample scores are given as a mapping (or pandas Series) from sample id to score, so that a
 condition is always compared with the baseline on the same samples.
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 BASELINE = "none"
 SCORE_COLUMNS = (
-    "model", "condition", "domain", "metric", "value", "n",
-    "ci_low", "ci_high", "delta", "delta_low", "delta_high",
+    "model",
+    "condition",
+    "domain",
+    "metric",
+    "value",
+    "n",
+    "ci_low",
+    "ci_high",
+    "delta",
+    "delta_low",
+    "delta_high",
 )
 _BOOT_CELLS = 4_000_000  # resampled values drawn at once: bounds memory for large n
 

@@ -5,11 +5,12 @@ Rule of the LingoQA benchmark code: for each reference the classifier reads
 prediction lower-cased and stripped, the question as given, at most 128 tokens), gives one
 logit, and a question is answered correctly when the maximum logit over its references is > 0.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from tqdm import tqdm
@@ -33,9 +34,7 @@ class LingoJudge:
 
     def __init__(self, tokenizer, model, device: str | torch.device = "cpu", batch_size: int = 32):
         if model.config.num_labels != 1:
-            raise JudgeUnavailable(
-                f"a Lingo-Judge gives one logit per input; this model has {model.config.num_labels}"
-            )
+            raise JudgeUnavailable(f"a Lingo-Judge gives one logit per input; this model has {model.config.num_labels}")
         self.tokenizer = tokenizer
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -43,10 +42,7 @@ class LingoJudge:
 
     @classmethod
     def load(
-        cls,
-        path_or_id: str | Path = LINGO_JUDGE_ID,
-        device: str | torch.device = "cpu",
-        batch_size: int = 32,
+        cls, path_or_id: str | Path = LINGO_JUDGE_ID, device: str | torch.device = "cpu", batch_size: int = 32
     ) -> LingoJudge:
         """Load tokenizer and classifier from a local folder or a Hub id.
 
@@ -107,9 +103,7 @@ class LingoJudge:
                 f"{len(predictions)} predictions: one of each per question is needed"
             )
         texts, owners = [], []
-        for index, (question, references, prediction) in enumerate(
-            zip(questions, references_list, predictions)
-        ):
+        for index, (question, references, prediction) in enumerate(zip(questions, references_list, predictions)):
             if isinstance(references, str) or not references:
                 raise ValueError(f"question {index} ({question!r}): references must be a non-empty list")
             for reference in references:

@@ -13,11 +13,12 @@ Compatibility variants, named apart so they are never used by accident:
   normalisation when all references agree ("Yes" scores 0 against ten "yes").
 - ``*_compat``: the scoring of the MMNeuron authors' ``scripts/evaluate.py`` (see each function).
 """
+
 from __future__ import annotations
 
 import itertools
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 Metric = Callable[[str, Sequence[str]], float]
 
@@ -25,14 +26,24 @@ Metric = Callable[[str, Sequence[str]], float]
 # VQAv2 answer normalisation (the official evaluation's processPunctuation + processDigitArticle)
 # ---------------------------------------------------------------------------------------------
 
-_PUNCTUATION = ";/[]\"{}()=+\\_->@<`,?!"  # the official list; note: no apostrophe, colon or period
+_PUNCTUATION = ';/[]"{}()=+\\_->@<`,?!'  # the official list; note: no apostrophe, colon or period
 _DIGIT_COMMA = re.compile(r"\d,\d")
 # The official pattern "(?!<=\d)(\.)(?!\d)" meant a look-behind but its first group is a
 # look-ahead for the literal "<=": in effect a period is removed unless a digit follows it.
 _PERIOD = re.compile(r"\.(?!\d)")
 _NUMBER_WORDS = {
-    "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
-    "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
+    "none": "0",
+    "zero": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "ten": "10",
 }
 _ARTICLES = frozenset({"a", "an", "the"})
 
@@ -130,9 +141,7 @@ def _leave_one_out_accuracy(prediction: str, references: list[str]) -> float:
         return float(prediction == references[0])
     matches = sum(reference == prediction for reference in references)
     needed = min(3, len(references) - 1)
-    per_reference = [
-        min((matches - (reference == prediction)) / needed, 1.0) for reference in references
-    ]
+    per_reference = [min((matches - (reference == prediction)) / needed, 1.0) for reference in references]
     return sum(per_reference) / len(references)
 
 
@@ -256,7 +265,7 @@ def exact_match_compat(prediction: str, answers: Sequence[str] | str) -> float:
 OPTION_LETTERS = "ABCDE"
 # A capital letter standing alone: no letter, digit, apostrophe or hyphen on either side, so
 # "Answer", "CD4", "B-cell" and "A's" hold no option letter while "(C)", "D)", "B." and "E:" do.
-_STANDALONE_CAPITAL = re.compile(r"(?<![\w'’-])([A-Z])(?![\w'’-])")
+_STANDALONE_CAPITAL = re.compile(r"(?<![\w'\u2019-])([A-Z])(?![\w'\u2019-])")  # \u2019: the typographic apostrophe
 # "A" followed by a space and a lower-case word or a number is the English article ("A cat").
 _ARTICLE_USE = re.compile(r" +[a-z0-9]")
 
