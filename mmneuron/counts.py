@@ -20,12 +20,14 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-SCOPES = ("all", "image", "text")
+from mmneuron.defaults import SCOPES
+from mmneuron.errors import MmneuronError
+
 METADATA_KEYS = ("model", "domain", "samples", "skipped", "sites", "settings", "versions")
 _PACKAGES = ("mmneuron", "transformers", "torch")
 
 
-class CountsError(ValueError):
+class CountsError(MmneuronError):
     """A counts file or object that cannot be used; the message names the file."""
 
 
@@ -115,17 +117,18 @@ class Counts:
         if self.samples < 0:
             raise CountsError(f"{name}: negative sample count {self.samples}")
 
+    def site_probabilities(self, site: str, scope: str = "all") -> torch.Tensor:
+        """``active / tokens`` of one site and scope (layers x width, float64; 0 where no token was counted)."""
+        if (site, scope) not in self.active:
+            have = sorted(s for (name, s) in self.active if name == site)
+            raise CountsError(f"{self._name}: site '{site}' has no '{scope}' counts (it has {have})")
+        active = self.active[site, scope].double()
+        tokens = self.tokens[site, scope].double().unsqueeze(1)
+        return torch.where(tokens > 0, active / tokens.clamp(min=1), torch.zeros_like(active))
+
     def probabilities(self, scope: str = "all") -> dict[str, torch.Tensor]:
-        """Per site, ``active / tokens`` (layers x width, float64; 0 where no token was counted)."""
-        probs = {}
-        for site in sorted(self.sites):
-            if (site, scope) not in self.active:
-                have = sorted(s for (name, s) in self.active if name == site)
-                raise CountsError(f"{self._name}: site '{site}' has no '{scope}' counts (it has {have})")
-            active = self.active[site, scope].double()
-            tokens = self.tokens[site, scope].double().unsqueeze(1)
-            probs[site] = torch.where(tokens > 0, active / tokens.clamp(min=1), torch.zeros_like(active))
-        return probs
+        """Per site, :meth:`site_probabilities` of ``scope``."""
+        return {site: self.site_probabilities(site, scope) for site in sorted(self.sites)}
 
     def save(self, path: str | Path) -> Path:
         """Write the counts to ``path`` (safetensors); written to a temporary file, then renamed."""

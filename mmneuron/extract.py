@@ -1,15 +1,15 @@
 """Activation statistics of a model over samples: one forward pass per prompt, batched, exact.
 
-Every sample becomes the statistics prompt (``prompt_template`` with its question, rewritten for
-the architecture's image placeholder) with its image. Batches are padded on the right, so that the
-real tokens of a batched prompt keep the positions they have alone (which matters for absolute
-position embeddings such as the Q-Former's); padding is masked out of every count. Counts are sums
-over positions, so they do not depend on batch size or sharding, and shards merge by summing.
+Every sample becomes the statistics prompt (``prompt_template`` filled in and rewritten for the
+architecture's image placeholder, no chat template) with its image, through the one input path
+(``mmneuron.models.inputs``): batches padded on the right, so that the real tokens of a batched
+prompt keep the positions they have alone; padding is masked out of every count, and so is
+LLaVA-NeXT's tile padding unless ``anyres_padding="count"``. Counts are sums over positions, so
+they do not depend on batch size or sharding, and shards merge by summing.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 from collections.abc import Sequence
@@ -19,15 +19,16 @@ from tqdm.auto import tqdm
 
 from mmneuron.counts import Counts
 from mmneuron.data.samples import Sample, SampleError, decode_image
+from mmneuron.defaults import EXTRACTION
+from mmneuron.errors import MmneuronError
 from mmneuron.hooks.record import ActivationRecorder
-from mmneuron.models.sites import ResolvedSite, image_prompt, image_token_id, resolve_sites
+from mmneuron.models.inputs import RIGHT, build_prompt, check_template, encode, forward_options, position_masks
+from mmneuron.models.sites import ResolvedSite, resolve_sites
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROMPT = "<image>\n{question}"
 
-
-class ExtractionError(RuntimeError):
+class ExtractionError(MmneuronError):
     """Extraction cannot go on (too many bad samples, an unusable prompt or model state)."""
 
 
@@ -35,7 +36,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     """``"i/n"`` (1 <= i <= n) -> ``(i, n)``."""
     index, _, count = text.partition("/")
     if not (index.isdigit() and count.isdigit()) or not 1 <= int(index) <= int(count):
-        raise ValueError(f"a shard is written i/n with 1 <= i <= n (e.g. 2/4), got {text!r}")
+        raise ExtractionError(f"a shard is written i/n with 1 <= i <= n (e.g. 2/4), got {text!r}")
     return int(index), int(count)
 
 
@@ -55,10 +56,11 @@ def extract_counts(
     model,
     processor,
     samples: Sequence[Sample],
-    prompt_template: str = DEFAULT_PROMPT,
-    batch_size: int = 8,
+    prompt_template: str = EXTRACTION.prompt,
+    batch_size: int = EXTRACTION.batch_size,
     sites: Sequence[str] | None = None,
-    max_bad_share: float = 0.0,
+    max_bad_share: float = EXTRACTION.max_bad_share,
+    anyres_padding: str = EXTRACTION.anyres_padding,
     progress: bool = True,
     model_name: str | None = None,
     domain: str | None = None,
@@ -71,9 +73,10 @@ def extract_counts(
     (raised as soon as that is certain). ``settings`` are recorded with the extraction's own.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise ExtractionError(f"batch_size must be at least 1, got {batch_size}")
     if not 0.0 <= max_bad_share <= 1.0:
-        raise ValueError(f"max_bad_share must lie in [0, 1], got {max_bad_share}")
+        raise ExtractionError(f"max_bad_share must lie in [0, 1], got {max_bad_share}")
+    check_template(prompt_template)
     if model.training:
         raise ExtractionError("the model is in training mode (dropout changes activations); call model.eval()")
     domain = _domain(samples, domain)
@@ -87,7 +90,7 @@ def extract_counts(
     bar = tqdm(total=len(samples), desc=f"extract {domain}", unit="sample", disable=not progress)
     with torch.inference_mode(), ActivationRecorder(resolved) as recorder, bar:
         for index, sample in enumerate(samples):
-            prompt = _prompt(model_type, prompt_template, sample)
+            prompt = build_prompt(processor, model_type, prompt_template, sample)
             try:
                 batch.append((prompt, decode_image(sample)))
             except SampleError as error:
@@ -97,7 +100,7 @@ def extract_counts(
                 if len(skipped) > allowed_bad:
                     raise ExtractionError(_too_many_bad(skipped, len(samples), max_bad_share)) from None
             if len(batch) == batch_size or (batch and index == len(samples) - 1):
-                _forward(model, processor, recorder, resolved, batch)
+                _forward(model, processor, recorder, resolved, batch, anyres_padding)
                 counted += len(batch)
                 bar.update(len(batch))
                 batch = []
@@ -118,8 +121,9 @@ def extract_counts(
             "batch_size": batch_size,
             "sites": [site.name for site in resolved],
             "max_bad_share": max_bad_share,
+            "anyres_padding": anyres_padding,
             "dtype": str(model.dtype).removeprefix("torch."),
-            "padding": "right",
+            "padding": RIGHT,
             **(settings or {}),
         },
     )
@@ -136,51 +140,14 @@ def _domain(samples: Sequence[Sample], domain: str | None) -> str:
     return domain
 
 
-def _prompt(model_type: str, template: str, sample: Sample) -> str:
-    try:
-        return image_prompt(model_type, template.format(question=sample.question))
-    except (KeyError, IndexError, ValueError) as error:
-        raise ExtractionError(
-            f"sample {sample.sample_id}: prompt template {template!r} does not give a prompt "
-            f"(it may use only {{question}} and must hold <image> once): {error}"
-        ) from None
-
-
 def _too_many_bad(skipped: list[dict], total: int, max_bad_share: float) -> str:
     listed = "; ".join(f"{entry['sample_id']}: {entry['reason']}" for entry in skipped[:5])
     more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
     return f"{len(skipped)} of {total} samples are bad, more than max_bad_share={max_bad_share}: {listed}{more}"
 
 
-def prepare_batch(model, processor, prompts: Sequence[str], images: Sequence) -> dict:
-    """Processor inputs for one batch, right-padded, on the model's device and in its dtype."""
-    inputs = processor(
-        images=list(images), text=list(prompts), padding=True, padding_side="right", return_tensors="pt"
-    ).to(device=model.device, dtype=model.dtype)
-    inputs.pop("labels", None)  # PaliGemma's processor adds them; no loss is wanted
-    return inputs
-
-
-def position_masks(model, inputs, sites: Sequence[ResolvedSite]) -> dict:
-    """Per kind of positions, the masks of its parts (vision and query positions all count)."""
-    real = inputs["attention_mask"].bool()
-    image = inputs["input_ids"] == image_token_id(model)
-    masks: dict = {"language": {"image": real & image, "text": real & ~image}, "vision": None, "query": None}
-    if any(site.positions == "instruction" for site in sites):
-        if "qformer_attention_mask" not in inputs:
-            raise ExtractionError("the processor gave no qformer_attention_mask to mask instruction-token padding")
-        masks["instruction"] = {"text": inputs["qformer_attention_mask"].bool()}
-    return masks
-
-
-def forward_options(model) -> dict:
-    """No cache, and logits for the last position only: the statistics need neither."""
-    accepted = inspect.signature(model.forward).parameters
-    return {name: value for name, value in (("use_cache", False), ("logits_to_keep", 1)) if name in accepted}
-
-
-def _forward(model, processor, recorder: ActivationRecorder, sites: list[ResolvedSite], batch) -> None:
+def _forward(model, processor, recorder: ActivationRecorder, sites: list[ResolvedSite], batch, anyres_padding) -> None:
     prompts, images = zip(*batch)
-    inputs = prepare_batch(model, processor, prompts, images)
-    recorder.set_masks(position_masks(model, inputs, sites))
+    inputs = encode(model, processor, images, prompts, padding_side=RIGHT).inputs
+    recorder.set_masks(position_masks(model, inputs, sites, anyres_padding))
     model(**inputs, **forward_options(model))

@@ -6,15 +6,14 @@ distribution, its square, the top token's probability and how often each token i
 Logits exist for one layer and ``chunk_size`` positions at a time, never for all layers x positions
 x vocabulary (tens of GB for a 7B model).
 
-The last layer: in transformers 5, ``hidden_states[-1]`` is the text model's ``last_hidden_state``,
-which has already gone through the final norm (``capture_outputs`` ties it; a few models opt out).
-Rather than rely on that, the lens records the final norm's *input* with a forward hook and decodes
-it like every other layer, so the last layer's lens is exactly the model's own logits.
+The residual stream is every decoder layer's output, read by forward hooks (the final norm's input
+for the last layer, which in transformers 5 ``hidden_states[-1]`` is not: it is already normed),
+so the last layer's lens is exactly the model's own logits. Batches are padded on the right
+through the input path, so a sample's lens does not depend on its batch.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 from collections import Counter
@@ -25,17 +24,17 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from mmneuron.data.samples import Sample, decode_images
-from mmneuron.models.generation import encode, user_turn
-from mmneuron.models.sites import image_prompt, image_token_id
+from mmneuron.data.samples import Sample
+from mmneuron.defaults import LENS
+from mmneuron.errors import MmneuronError
+from mmneuron.models.decoder import each_layer_output, final_norm_and_unembed
+from mmneuron.models.inputs import RIGHT, build_prompt, check_template, domain_batches, scope_masks
 
 log = logging.getLogger(__name__)
 
 IMAGE, TEXT, ALL = "image", "text", "all"
 SCOPES = (ALL, IMAGE, TEXT)
-DEFAULT_PROMPT = "<image>\n{question}"  # the authors' statistics prompt: no chat template
 TABLE_COLUMNS = (
     "model",
     "domain",
@@ -50,31 +49,8 @@ TABLE_COLUMNS = (
 )
 
 
-class LensError(ValueError):
+class LensError(MmneuronError):
     """A model or input the lens cannot handle; the message names the model type."""
-
-
-def final_norm_and_unembed(model: nn.Module) -> tuple[nn.Module, nn.Module]:
-    """The language model's final norm and its unembedding (``lm_head``).
-
-    Works for the models whose text decoder (``get_decoder()``) has a ``norm`` and ``layers``:
-    LLaMA, Qwen2, Gemma and Mistral-style decoders in LLaVA(-NeXT), Qwen2-VL, Idefics3, PaliGemma,
-    and InstructBLIP's causal LM.
-    """
-    model_type = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
-    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
-    norm = getattr(decoder, "norm", None)
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if not isinstance(norm, nn.Module) or not isinstance(getattr(decoder, "layers", None), nn.ModuleList):
-        raise LensError(f"logit lens: no text decoder with a final `norm` and `layers` in model type {model_type!r}")
-    if not isinstance(head, nn.Module):
-        raise LensError(f"logit lens: no output embedding (lm_head) in model type {model_type!r}")
-    return norm, head
-
-
-def num_lm_layers(model: nn.Module) -> int:
-    final_norm_and_unembed(model)  # the same checks, the same error
-    return len(model.get_decoder().layers)
 
 
 class LensHead:
@@ -94,29 +70,9 @@ class LensHead:
 
 def residual_stream(model: nn.Module, inputs: Mapping) -> list[torch.Tensor]:
     """One forward; every LLM layer's output (batch x seq x hidden), *before* the final norm."""
-    norm, _ = final_norm_and_unembed(model)
-    captured = []
-    handle = norm.register_forward_hook(lambda module, args, output: captured.append(args[0]))
-    kwargs = {k: v for k, v in inputs.items() if k != "labels"}  # PaliGemma's processor adds labels
-    if "logits_to_keep" in inspect.signature(model.forward).parameters:
-        kwargs["logits_to_keep"] = 1  # the lens computes the logits itself, a chunk at a time
-    # (InstructBLIP's forward has no such argument: its own full logits are computed once per batch)
-    try:
-        with torch.no_grad():
-            outputs = model(**kwargs, output_hidden_states=True)
-    finally:
-        handle.remove()
-    nested = getattr(outputs, "language_model_outputs", None)  # InstructBLIP nests the LM's outputs
-    hidden = (outputs if nested is None else nested).hidden_states
-    layers = num_lm_layers(model)
-    if hidden is None or len(hidden) != layers + 1 or len(captured) != 1:
-        raise LensError(
-            f"logit lens: model type {model.config.model_type!r} returned {0 if hidden is None else len(hidden)} "
-            f"hidden states (expected {layers + 1}) and called its final norm {len(captured)} time(s) (expected 1)"
-        )
-    # hidden[0] is the embedding output; hidden[-1] is already normed in transformers 5, so the
-    # last layer comes from the norm's input instead.
-    return [*hidden[1:-1], captured[0]]
+    layers: dict[int, torch.Tensor] = {}
+    each_layer_output(model, inputs, layers.__setitem__)
+    return [layers[index] for index in range(len(layers))]
 
 
 @dataclass
@@ -174,13 +130,6 @@ class Trace:
     positions: list[tuple[int, int]]  # (row, position) in the batch
     ids: np.ndarray
     probs: np.ndarray
-
-
-def scope_masks(inputs: Mapping, image_token: int) -> dict[str, torch.Tensor]:
-    """Image and text positions (batch x seq, bool); padding belongs to neither."""
-    real = inputs["attention_mask"].bool()
-    image = (inputs["input_ids"] == image_token) & real
-    return {IMAGE: image, TEXT: real & ~image}
 
 
 @torch.no_grad()
@@ -338,21 +287,14 @@ def _example(processor, sample: Sample, inputs, row: int, chosen, trace: Trace, 
     }
 
 
-def _prompt_text(processor, arch: str, template: str, question: str, chat: bool) -> str:
-    text = template.format(question=question)
-    if chat:
-        return user_turn(processor, text.replace("<image>", "").strip())
-    return image_prompt(arch, text)
-
-
 def run_lens(
     model: nn.Module,
     processor,
     samples: Iterable[Sample],
-    prompt_template: str = DEFAULT_PROMPT,
-    batch_size: int = 8,
-    chunk_size: int = 4096,
-    chat: bool = False,
+    prompt_template: str = LENS.prompt,
+    batch_size: int = LENS.batch_size,
+    chunk_size: int = LENS.chunk_size,
+    chat: bool = LENS.chat,
     examples_per_domain: int = 2,
     image_positions: int = 6,
     text_positions: int = 4,
@@ -361,50 +303,50 @@ def run_lens(
 ) -> LensRun:
     """The logit lens over ``samples`` (any mix of domains; batches never mix domains).
 
-    Prompts: ``prompt_template`` with ``{question}`` and one ``<image>``, rewritten for the model's
-    architecture (or, with ``chat``, wrapped as one user turn of the processor's chat template).
-    Corrupt images are logged by sample id and listed in ``skipped``; the rest go on.
+    Prompts: ``prompt_template`` filled in by the input path (``{question}``, ``{options}``, meta
+    fields; the image placeholder of the architecture, or with ``chat`` one user turn of the
+    processor's chat template). Corrupt images are logged by sample id and listed in ``skipped``;
+    the rest go on.
     """
-    if "{question}" not in prompt_template:
-        raise ValueError(f"the prompt template needs a {{question}} field: {prompt_template!r}")
+    check_template(prompt_template)
     arch = model.config.model_type
-    image_token = image_token_id(model)
-    tokenizer = processor.tokenizer
-    run = LensRun(
-        LensAccumulator(model_name),
-        settings={"prompt": prompt_template, "chat": chat, "batch_size": batch_size, "chunk_size": chunk_size},
-    )
-    by_domain: dict[str, list[Sample]] = {}
-    for sample in samples:
-        by_domain.setdefault(sample.domain, []).append(sample)
-    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    settings = {
+        "prompt": prompt_template,
+        "chat": chat,
+        "batch_size": batch_size,
+        "chunk_size": chunk_size,
+        "padding": RIGHT,
+        "dtype": str(model.dtype).removeprefix("torch."),
+    }
+    run = LensRun(LensAccumulator(model_name), settings=settings)
     model.eval()
-    try:
-        for domain, group in sorted(by_domain.items()):
-            batches = range(0, len(group), batch_size)
-            for start in tqdm(batches, desc=f"lens {domain}", unit="batch", disable=not progress):
-                batch, images, skipped = decode_images(group[start : start + batch_size])
-                run.skipped += skipped
-                if not batch:
-                    continue
-                prompts = [_prompt_text(processor, arch, prompt_template, s.question, chat) for s in batch]
-                # encode keeps InstructBLIP's Q-Former instructions unshifted by the batch's padding
-                inputs = encode(processor, images, prompts, model)
-                masks = scope_masks(inputs, image_token)
-                wanted = max(0, examples_per_domain - sum(e["domain"] == domain for e in run.examples))
-                chosen = [
-                    _trace_positions(masks, row, image_positions, text_positions)
-                    for row in range(min(wanted, len(batch)))
-                ]
-                trace = [(row, pos) for row, picks in enumerate(chosen) for _, pos in picks]
-                stats, traced = logit_lens(model, inputs, masks, chunk_size=chunk_size, trace=trace)
-                run.accumulator.add(domain, stats, len(batch))
-                offset = 0
-                for row, picks in enumerate(chosen):
-                    run.examples.append(_example(processor, batch[row], inputs, row, picks, traced, offset))
-                    offset += len(picks)
-    finally:
-        tokenizer.padding_side = padding_side
+    batches = domain_batches(
+        model,
+        processor,
+        samples,
+        lambda s: build_prompt(processor, arch, prompt_template, s, chat),
+        batch_size,
+        RIGHT,
+        "lens",
+        progress,
+    )
+    for domain, batch, encoded, skipped in batches:
+        run.skipped += skipped
+        if encoded is None:
+            continue
+        inputs = encoded.inputs
+        masks = scope_masks(model, inputs)
+        wanted = max(0, examples_per_domain - sum(e["domain"] == domain for e in run.examples))
+        chosen = [
+            _trace_positions(masks, row, image_positions, text_positions) for row in range(min(wanted, len(batch)))
+        ]
+        trace = [(row, pos) for row, picks in enumerate(chosen) for _, pos in picks]
+        stats, traced = logit_lens(model, inputs, masks, chunk_size=chunk_size, trace=trace)
+        run.accumulator.add(domain, stats, len(batch))
+        offset = 0
+        for row, picks in enumerate(chosen):
+            run.examples.append(_example(processor, batch[row], inputs, row, picks, traced, offset))
+            offset += len(picks)
     if run.skipped:
         log.warning("skipped %d sample(s) with unusable images", len(run.skipped))
     return run

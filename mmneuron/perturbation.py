@@ -19,30 +19,30 @@ so a padded row gives what the sample alone gives.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from mmneuron.ablation.conditions import Condition
-from mmneuron.ablation.run import DEFAULT_PROMPT, Settings, check_selection, format_prompt
-from mmneuron.data.samples import Sample, decode_images
+from mmneuron.conditions import Condition
+from mmneuron.data.samples import Sample
+from mmneuron.defaults import EVALUATION, PERTURBATION
+from mmneuron.errors import MmneuronError
 from mmneuron.hooks.deactivate import Deactivation
-from mmneuron.lens import ALL, IMAGE, SCOPES, TEXT, final_norm_and_unembed, scope_masks
-from mmneuron.models.generation import encode
-from mmneuron.models.sites import image_token_id, resolve_sites
+from mmneuron.models.decoder import decoder_layers, each_layer_output
+from mmneuron.models.inputs import RIGHT, build_prompt, check_template, domain_batches, scope_masks
+from mmneuron.models.sites import resolve_sites
 from mmneuron.selection import Selection
 
 log = logging.getLogger(__name__)
 
+IMAGE, TEXT, ALL = "image", "text", "all"
+SCOPES = (ALL, IMAGE, TEXT)
 TABLE_COLUMNS = (
     "model",
     "condition",
@@ -61,55 +61,8 @@ TABLE_COLUMNS = (
 )
 
 
-class PerturbationError(ValueError):
+class PerturbationError(MmneuronError):
     """A model or input the perturbation cannot handle; the message names the model type or domain."""
-
-
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The language model's decoder layers (the lens' checks and errors)."""
-    final_norm_and_unembed(model)
-    return model.get_decoder().layers
-
-
-@contextmanager
-def _on_layer_outputs(layers: nn.ModuleList, fn: Callable[[int, torch.Tensor], None]):
-    """Call ``fn(layer, hidden)`` with each decoder layer's output during the forwards in the context."""
-
-    def hook(index: int):
-        return lambda module, args, output: fn(index, output[0] if isinstance(output, tuple) else output)
-
-    handles = [layer.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _forward(model: nn.Module, inputs: Mapping) -> None:
-    kwargs = {k: v for k, v in inputs.items() if k != "labels"}
-    if "logits_to_keep" in inspect.signature(model.forward).parameters:
-        kwargs["logits_to_keep"] = 1  # the logits are not needed
-    with torch.no_grad():
-        model(**kwargs)
-
-
-def _states(model: nn.Module, inputs: Mapping, fn: Callable[[int, torch.Tensor], None]) -> None:
-    """One forward, ``fn`` on each layer's output; every layer must run exactly once."""
-    layers = decoder_layers(model)
-    calls = Counter()
-
-    def counted(index: int, hidden: torch.Tensor) -> None:
-        calls[index] += 1
-        fn(index, hidden)
-
-    with _on_layer_outputs(layers, counted):
-        _forward(model, inputs)
-    if [calls[i] for i in range(len(layers))] != [1] * len(layers):
-        raise PerturbationError(
-            f"model type {model.config.model_type!r}: expected one call of each of its {len(layers)} decoder "
-            f"layers per forward, got {[calls[i] for i in range(len(layers))]}"
-        )
 
 
 def compare(clean: torch.Tensor, ablated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,7 +149,7 @@ def perturbation(
     def keep(index: int, hidden: torch.Tensor) -> None:
         clean[index] = hidden[union.to(hidden.device)]
 
-    _states(model, inputs, keep)
+    each_layer_output(model, inputs, keep)
     results = {}
     for key, deactivation in deactivations.items():
         distance: list[torch.Tensor | None] = [None] * layers
@@ -207,7 +160,7 @@ def perturbation(
             distance[index], rel[index] = compare(clean[index], hidden[union.to(hidden.device)])  # noqa: B023
 
         with deactivation:
-            _states(model, inputs, measure)
+            each_layer_output(model, inputs, measure)
         device = union.device
         results[key] = _aggregate(
             torch.stack([d.to(device) for d in distance]), torch.stack([r.to(device) for r in rel]), members
@@ -273,10 +226,10 @@ def run_perturbation(
     samples: Iterable[Sample],
     selection: Selection,
     conditions: Sequence[Condition],
-    prompt: str = DEFAULT_PROMPT,
+    prompt: str = EVALUATION.prompts["default"],
     prompts: Mapping[str, str] | None = None,
-    chat: bool = False,
-    batch_size: int = 8,
+    chat: bool = EVALUATION.chat,
+    batch_size: int = PERTURBATION.batch_size,
     value: float = 0.0,
     model_name: str = "",
     progress: bool = True,
@@ -284,60 +237,51 @@ def run_perturbation(
     """The perturbation of every condition over ``samples`` (any mix of domains; batches never mix
     domains). Each domain gets its own neurons (or their random control) deactivated.
 
-    Prompts: ``prompts[domain]`` or ``prompt``, filled in as the ablation does (``{question}``,
-    ``{options}``, meta fields; with ``chat`` one user turn of the chat template). Corrupt images
-    are logged by sample id and listed in ``skipped``; the rest go on.
+    Prompts: ``prompts[domain]`` or ``prompt``, filled in by the input path as the ablation's are
+    (``{question}``, ``{options}``, meta fields; with ``chat`` one user turn of the chat template).
+    Corrupt images are logged by sample id and listed in ``skipped``; the rest go on.
     """
     if not conditions:
         raise PerturbationError("no conditions to measure")
     if len(set(conditions)) != len(conditions):
         raise PerturbationError(f"duplicate conditions: {[c for c in conditions if conditions.count(c) > 1]}")
     prompts = dict(prompts or {})
+    for template in (prompt, *prompts.values()):
+        check_template(template)
     sites = resolve_sites(model)
-    check_selection(selection, sites)
-    image_token = image_token_id(model)
+    selection.check_sites(sites)
     model_type = model.config.model_type
-    run = PerturbationRun(
-        model_name,
-        list(conditions),
-        settings={
-            "prompt": prompt,
-            "prompts": prompts,
-            "chat": chat,
-            "batch_size": batch_size,
-            "value": value,
-            "padding": "right",
-            "selection": {"model": selection.model, **selection.parameters},
-        },
-    )
-    by_domain: dict[str, list[Sample]] = {}
-    for sample in samples:
-        by_domain.setdefault(sample.domain, []).append(sample)
-    tokenizer = processor.tokenizer
-    padding_side, tokenizer.padding_side = tokenizer.padding_side, "right"
+    settings = {
+        "prompt": prompt,
+        "prompts": prompts,
+        "chat": chat,
+        "batch_size": batch_size,
+        "value": value,
+        "padding": RIGHT,
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "selection": {"model": selection.model, **selection.parameters},
+    }
+    run = PerturbationRun(model_name, list(conditions), settings=settings)
     model.eval()
-    try:
-        for domain, group in sorted(by_domain.items()):
-            deactivations = {}
-            for condition in conditions:
-                deactivations[condition] = Deactivation(sites, condition.neurons(selection, domain), value)
-                run.deactivated[condition, domain] = deactivations[condition].count
-            settings = Settings(prompt=prompts.get(domain, prompt), chat=chat)
-            for start in tqdm(
-                range(0, len(group), batch_size), desc=f"perturbation {domain}", unit="batch", disable=not progress
-            ):
-                batch, images, skipped = decode_images(group[start : start + batch_size])
-                run.skipped += skipped
-                if not batch:
-                    continue
-                texts = [format_prompt(processor, model_type, settings, sample) for sample in batch]
-                inputs = encode(processor, images, texts, model)
-                results = perturbation(model, inputs, scope_masks(inputs, image_token), deactivations)
-                for condition, stats in results.items():
-                    run.add((condition, domain), stats)
-                run.samples[domain] += len(batch)
-    finally:
-        tokenizer.padding_side = padding_side
+
+    def prompt_of(sample: Sample) -> str:
+        return build_prompt(processor, model_type, prompts.get(sample.domain, prompt), sample, chat)
+
+    deactivations: dict[str, dict[Condition, Deactivation]] = {}
+    batches = domain_batches(model, processor, samples, prompt_of, batch_size, RIGHT, "perturbation", progress)
+    for domain, batch, encoded, skipped in batches:
+        run.skipped += skipped
+        if domain not in deactivations:
+            deactivations[domain] = {c: Deactivation(sites, c.neurons(selection, domain), value) for c in conditions}
+            for condition, deactivation in deactivations[domain].items():
+                run.deactivated[condition, domain] = deactivation.count
+        if encoded is None:
+            continue
+        inputs = encoded.inputs
+        results = perturbation(model, inputs, scope_masks(model, inputs), deactivations[domain])
+        for condition, stats in results.items():
+            run.add((condition, domain), stats)
+        run.samples[domain] += len(batch)
     if run.skipped:
         log.warning("skipped %d sample(s) with unusable images", len(run.skipped))
     return run

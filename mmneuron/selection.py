@@ -28,14 +28,15 @@ import pandas as pd
 import torch
 
 from .counts import SCOPES, Counts
+from .defaults import SELECTION
+from .errors import MmneuronError
 
 log = logging.getLogger(__name__)
 
 METHOD = "dape"
-DEFAULTS = {"top_rate": 0.01, "filter_rate": 0.95, "assign_rate": 0.95, "scope": "all"}
 
 
-class SelectionError(ValueError):
+class SelectionError(MmneuronError):
     """Inputs that cannot be selected from, or a neurons file that cannot be read."""
 
 
@@ -158,6 +159,21 @@ class Selection:
         except (KeyError, TypeError, ValueError) as exc:
             raise SelectionError(f"{path}: malformed neurons file ({type(exc).__name__}: {exc})") from None
 
+    def check_sites(self, sites) -> None:
+        """Every site of the neuron file exists among the model's ``sites`` with the same layers and width."""
+        model_sites = {site.name: site for site in sites}
+        for name, info in self.sites.items():
+            site = model_sites.get(name)
+            if site is None:
+                raise SelectionError(
+                    f"the neuron file's site '{name}' is not a site of the model ({sorted(model_sites)})"
+                )
+            if (site.layers, site.width) != (info.layers, info.width):
+                raise SelectionError(
+                    f"the neuron file's site '{name}' has {info.layers} layers x {info.width} neurons, "
+                    f"the model's has {site.layers} x {site.width}"
+                )
+
     def table(self) -> pd.DataFrame:
         """One row per selected neuron: site, layer, neuron, entropy, p per domain, domains, inert."""
         rows = []
@@ -225,8 +241,12 @@ def dape(p: torch.Tensor) -> torch.Tensor:
     return 0.0 - plogp.sum(0)  # 0.0 - x, not -x: a neuron of one domain gets +0.0, never -0.0
 
 
-def stack_probabilities(counts: Sequence[Counts], scope: str = "all") -> tuple[list[str], dict[str, torch.Tensor]]:
-    """Domains (sorted) and, per site, their probabilities stacked to (domains, layers, width)."""
+def stack_probabilities(
+    counts: Sequence[Counts], scope: str = "all"
+) -> tuple[list[str], dict[str, torch.Tensor], dict[str, str]]:
+    """Domains (sorted), per site their probabilities stacked to (domains, layers, width), and per
+    site the scope used: ``scope`` where the site has it, else ``all`` (a vision site sees no text
+    positions, InstructBLIP's instruction site no image positions)."""
     if not counts:
         raise SelectionError("no counts given")
     by_domain: dict[str, Counts] = {}
@@ -240,24 +260,32 @@ def stack_probabilities(counts: Sequence[Counts], scope: str = "all") -> tuple[l
     first = by_domain[domains[0]]
     for domain in domains[1:]:
         other = by_domain[domain]
-        for what, mine, theirs in (("model", other.model, first.model), ("sites", other.sites, first.sites)):
+        for what, mine, theirs in (
+            ("model", other.model, first.model),
+            ("sites", other.sites, first.sites),
+            ("(site, scope) counts", other.keys, first.keys),
+        ):
             if mine != theirs:
                 raise SelectionError(
                     f"counts of domains '{domain}' ({other.source}) and '{domains[0]}' ({first.source}) "
                     f"differ in {what}: {mine} vs {theirs}"
                 )
-    probs = {d: by_domain[d].probabilities(scope) for d in domains}
-    return domains, {site: torch.stack([probs[d][site] for d in domains]) for site in sorted(first.sites)}
+    scopes = {site: scope if (site, scope) in first.active else "all" for site in sorted(first.sites)}
+    stacked = {
+        site: torch.stack([by_domain[d].site_probabilities(site, used) for d in domains])
+        for site, used in scopes.items()
+    }
+    return domains, stacked, scopes
 
 
 def select_site(
     p: torch.Tensor,
     domains: Sequence[str],
     *,
-    top_rate: float = DEFAULTS["top_rate"],
-    filter_rate: float = DEFAULTS["filter_rate"],
-    assign_rate: float = DEFAULTS["assign_rate"],
-    scope: str = DEFAULTS["scope"],
+    top_rate: float = SELECTION.top_rate,
+    filter_rate: float = SELECTION.filter_rate,
+    assign_rate: float = SELECTION.assign_rate,
+    scope: str = SELECTION.scope,
     inert_layers: Sequence[int] = (),
 ) -> SiteSelection:
     """Select one site's domain-specific neurons from ``p`` (domains x layers x width)."""
@@ -301,10 +329,10 @@ def select_site(
 def select(
     counts: Sequence[Counts],
     *,
-    top_rate: float = DEFAULTS["top_rate"],
-    filter_rate: float = DEFAULTS["filter_rate"],
-    assign_rate: float = DEFAULTS["assign_rate"],
-    scope: str = DEFAULTS["scope"],
+    top_rate: float = SELECTION.top_rate,
+    filter_rate: float = SELECTION.filter_rate,
+    assign_rate: float = SELECTION.assign_rate,
+    scope: str = SELECTION.scope,
 ) -> Selection:
     """Select every site's domain-specific neurons from counts, one ``Counts`` per domain."""
     for name, rate in (("top_rate", top_rate), ("filter_rate", filter_rate), ("assign_rate", assign_rate)):
@@ -312,11 +340,11 @@ def select(
             raise SelectionError(f"{name} must lie in [0, 1], got {rate}")
     if scope not in SCOPES:
         raise SelectionError(f"scope must be one of {SCOPES}, got {scope!r}")
-    domains, stacked = stack_probabilities(counts, scope)
+    domains, stacked, scopes = stack_probabilities(counts, scope)
     first = next(c for c in counts if c.domain == domains[0])
     rates = {"top_rate": top_rate, "filter_rate": filter_rate, "assign_rate": assign_rate}
     sites = {
-        name: select_site(p, domains, scope=scope, inert_layers=first.sites[name].inert_layers, **rates)
+        name: select_site(p, domains, scope=scopes[name], inert_layers=first.sites[name].inert_layers, **rates)
         for name, p in stacked.items()
     }
     for name, site in sites.items():

@@ -26,19 +26,26 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from mmneuron.defaults import LENS
+from mmneuron.errors import MmneuronError
+
 STAGES = ("alignment", "processing", "token_selection")
+
+
+class StageError(MmneuronError):
+    """A stage rule or an entropy curve the rule cannot be applied to."""
 
 
 @dataclass(frozen=True)
 class StageRule:
-    start_fraction: float = 0.1  # share of the fall after which processing has begun
-    min_rise: float = 0.05  # final rise, as a share of the fall, that makes a token-selection stage
-    flat_tolerance: float = 0.05  # range (or fall), as a share of the largest |entropy|, treated as no change
+    start_fraction: float = LENS.stages.start_fraction  # share of the fall after which processing has begun
+    min_rise: float = LENS.stages.min_rise  # final rise, as a share of the fall, that makes a token-selection stage
+    flat_tolerance: float = LENS.stages.flat_tolerance  # range (or fall), as a share of the largest |entropy|: none
 
     def __post_init__(self):
         for name, value in asdict(self).items():
             if not 0 <= value < 1:
-                raise ValueError(f"stage rule: {name} must lie in [0, 1), got {value}")
+                raise StageError(f"stage rule: {name} must lie in [0, 1), got {value}")
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,7 @@ def detect_stages(curve: Sequence[float], rule: StageRule = StageRule()) -> Stag
     """The stages of one per-layer entropy curve by the module's rule (see the module docstring)."""
     e = np.asarray(curve, dtype=np.float64)
     if e.ndim != 1 or not np.isfinite(e).all():
-        raise ValueError(f"stage detection needs a finite 1-D curve, got {e.tolist()}")
+        raise StageError(f"stage detection needs a finite 1-D curve, got {e.tolist()}")
     n = len(e)
     scale = np.abs(e).max() if n else 0.0
     if n < 3 or e.max() - e.min() <= rule.flat_tolerance * scale:
@@ -93,7 +100,7 @@ def stage_table(lens_table: pd.DataFrame, scope: str = "image", rule: StageRule 
     """Stage boundaries per domain from a logit-lens table (mean entropy of ``scope`` positions)."""
     part = lens_table[lens_table["scope"] == scope]
     if part.empty:
-        raise ValueError(f"the lens table has no rows for scope {scope!r}")
+        raise StageError(f"the lens table has no rows for scope {scope!r}")
     rows = []
     for domain, group in part.sort_values("layer").groupby("domain", sort=True):
         stages = detect_stages(group["entropy_mean"].to_numpy(), rule)

@@ -8,12 +8,12 @@ EXPECTED_SITES = {
     "llava_next": {
         "lm": ("model.language_model.layers.{}.mlp.act_fn", 2, 64, (), "language"),
         "vision": ("model.vision_tower.encoder.layers.{}.mlp.activation_fn", 3, 64, (2,), "vision"),
-        "projector": ("model.multi_modal_projector.act", 1, 32, (), "vision"),
+        "projector": ("model.multi_modal_projector.act", 1, 32, (), "features"),
     },
     "llava": {
         "lm": ("model.language_model.layers.{}.mlp.act_fn", 2, 64, (), "language"),
         "vision": ("model.vision_tower.encoder.layers.{}.mlp.activation_fn", 3, 64, (2,), "vision"),
-        "projector": ("model.multi_modal_projector.act", 1, 32, (), "vision"),
+        "projector": ("model.multi_modal_projector.act", 1, 32, (), "features"),
     },
     "instructblip": {
         "lm": ("language_model.model.layers.{}.mlp.act_fn", 2, 64, (), "language"),
@@ -24,7 +24,7 @@ EXPECTED_SITES = {
     "qwen2_vl": {
         "lm": ("model.language_model.layers.{}.mlp.act_fn", 2, 64, (), "language"),
         "vision": ("model.visual.blocks.{}.mlp.act", 2, 64, (), "vision"),
-        "projector": ("model.visual.merger.mlp.1", 1, 128, (), "vision"),
+        "projector": ("model.visual.merger.mlp.1", 1, 128, (), "features"),
     },
     "idefics3": {
         "lm": ("model.text_model.layers.{}.mlp.act_fn", 2, 64, (), "language"),

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
+import torch
 from PIL import Image
+from transformers.models.llava_next.modeling_llava_next import LlavaNextModel, image_size_to_num_patches
 
 from mmneuron.models.sites import resolve_sites
 from mmneuron.selection import Selection, SiteSelection
@@ -40,3 +44,81 @@ def selection_for(model, by_domain: dict[str, dict[str, list]], samples: int = 4
         parameters={"top_rate": 0.01},
         sites=sites,
     )
+
+
+class DecoderCapture:
+    """Per forward of ``model`` while open: the language model's attention mask and every decoder
+    layer's output (the residual stream), to compare a sample's states across batches."""
+
+    def __init__(self, model):
+        self.model, self.forwards = model, []
+
+    def __enter__(self):
+        layers = model_layers(self.model)
+        self.handles = [self.model.register_forward_pre_hook(self._start, with_kwargs=True)]
+        self.handles += [layer.register_forward_hook(self._layer) for layer in layers]
+        return self
+
+    def __exit__(self, *exc_info):
+        for handle in self.handles:
+            handle.remove()
+
+    def _start(self, module, args, kwargs):
+        self.forwards.append((kwargs["attention_mask"].bool(), []))
+
+    def _layer(self, module, args, output):
+        self.forwards[-1][1].append((output[0] if isinstance(output, tuple) else output).detach().clone())
+
+    def rows(self):
+        """Each batch row's states at its real positions: a list (per forward and row) of per-layer tensors."""
+        return [
+            [hidden[row][mask[row]] for hidden in layers] for mask, layers in self.forwards for row in range(len(mask))
+        ]
+
+
+def model_layers(model):
+    return model.get_decoder().layers
+
+
+def assert_batch_invariant(one: DecoderCapture, batched: DecoderCapture, order: list[int], atol=1e-5):
+    """Every forward of single-sample batches (``one``) equals the matching row of the batched
+    forwards; ``order`` maps batched rows (forward-major) to the single runs."""
+    singles, rows = one.rows(), batched.rows()
+    assert len(rows) == len(order) and len(singles) == len(order)
+    for row, single in zip(rows, (singles[i] for i in order)):
+        for layer, (a, b) in enumerate(zip(row, single)):
+            assert a.shape == b.shape, f"layer {layer}: {tuple(a.shape)} vs {tuple(b.shape)}"
+            torch.testing.assert_close(a, b, atol=atol, rtol=1e-4, msg=lambda m, layer=layer: f"layer {layer}: {m}")
+
+
+# --- LLaVA-NeXT tiles, by the model's own code ------------------------------------------------
+
+
+def model_tiles(config, image_sizes) -> list[int]:
+    """Tiles the model runs per image, by its own count."""
+    return [
+        image_size_to_num_patches(size, config.image_grid_pinpoints, config.vision_config.image_size)
+        for size in image_sizes
+    ]
+
+
+def packed_indices(config, image_sizes) -> tuple[list[int], int]:
+    """Feed index-coded projector features (value = flat position) through the model's unpadding.
+
+    Returns the indices that come out (image_newline entries, coded -1, left out) and the number
+    of projector positions.
+    """
+    per_tile = (config.vision_config.image_size // config.vision_config.patch_size) ** 2
+    tiles = model_tiles(config, image_sizes)
+    flat = torch.arange(sum(tiles) * per_tile, dtype=torch.float64).reshape(sum(tiles), per_tile, 1)
+    features = list(torch.split(flat, tiles, dim=0))
+    packed, lengths = LlavaNextModel.pack_image_features(
+        SimpleNamespace(config=config),
+        features,
+        torch.as_tensor(image_sizes),
+        vision_feature_select_strategy="default",
+        image_newline=torch.tensor([-1.0], dtype=torch.float64),
+    )
+    values = torch.cat(packed).reshape(-1)
+    assert values.numel() == int(lengths.sum())
+    return [int(v) for v in values.tolist() if v != -1], flat.numel()

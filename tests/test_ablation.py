@@ -10,18 +10,20 @@ import pytest
 import torch
 from helpers import noise_image, selection_for
 
-from mmneuron.ablation.conditions import PAPER_CONDITIONS, Condition, ConditionError, condition_sites, random_control
 from mmneuron.ablation.likelihood import answer_loglik, reference_answer
-from mmneuron.ablation.run import AblationError, Settings, format_prompt, read_answers, run_ablation, write_answers
+from mmneuron.ablation.run import AblationError, Settings, read_answers, run_ablation, write_answers
 from mmneuron.ablation.scoring import LOGLIK, load_runs, score_runs, summarize_random
 from mmneuron.cli import main
+from mmneuron.conditions import PAPER_CONDITIONS, Condition, ConditionError, condition_sites, random_control
 from mmneuron.data import synthetic
 from mmneuron.data.samples import Sample, encode_png, write_samples
 from mmneuron.models.demo import build_demo_model, build_demo_processor
-from mmneuron.models.generation import encode
+from mmneuron.models.inputs import LEFT, InputError, build_prompt, encode
 from mmneuron.models.sites import image_prompt, resolve_sites, site_names
 from mmneuron.models.tiny import build_tiny, save_tiny
+from mmneuron.selection import SelectionError
 
+PLAIN = Settings(chat=False)  # the tiny models have no chat template
 NEURONS = {
     "rs": {"lm": [(0, 1), (0, 9), (1, 3)], "vision": [(0, 2), (2, 7)], "projector": [(0, 4)]},
     "med": {"lm": [(1, 30), (1, 31)], "vision": [(1, 5)], "projector": []},
@@ -68,37 +70,48 @@ def test_a_neuron_file_of_another_model_is_refused(llava_next):
     model, processor, _ = llava_next
     samples = _mixed_samples("rs", 1)
     other = selection_for(build_tiny("instructblip")[0], {"rs": {}})
-    with pytest.raises(AblationError, match="site '(vision|qformer)'"):
-        run_ablation(model, processor, samples, other, Condition("none"), Settings(), "x", progress=False)
+    with pytest.raises(SelectionError, match="site '(vision|qformer)'"):
+        run_ablation(model, processor, samples, other, Condition("none"), PLAIN, "x", progress=False)
     wider = selection_for(model, NEURONS)
     wider.sites["lm"].width = 65
-    with pytest.raises(AblationError, match="'lm' has 2 layers x 65 neurons, the model's has 2 x 64"):
-        run_ablation(model, processor, samples, wider, Condition("none"), Settings(), "x", progress=False)
+    with pytest.raises(SelectionError, match="'lm' has 2 layers x 65 neurons, the model's has 2 x 64"):
+        run_ablation(model, processor, samples, wider, Condition("none"), PLAIN, "x", progress=False)
 
 
 def test_random_control_matches_per_layer_counts_is_seeded_and_stays_in_the_site():
     own = [(0, 1), (0, 9), (2, 3), (2, 4), (2, 5), (5, 0)]
-    draws = {seed: random_control(own, 16, "vision", seed) for seed in (1, 2, 3)}
+    draws = {seed: random_control(own, 16, seed, "vision", "lm", "rs", "rs") for seed in (1, 2, 3)}
     for drawn in draws.values():
         assert sorted(layer for layer, _ in drawn) == sorted(layer for layer, _ in own)
         assert len(set(drawn)) == len(drawn)
         assert all(0 <= neuron < 16 for _, neuron in drawn)
-    assert random_control(own, 16, "vision", 1) == draws[1]
+    assert random_control(own, 16, 1, "vision", "lm", "rs", "rs") == draws[1]
     assert draws[1] != draws[2] and draws[2] != draws[3]
-    assert random_control(own, 16, "lm", 1) != draws[1]  # the site is part of the seed
-    assert random_control([(0, n) for n in range(16)], 16, "vision", 1) == [(0, n) for n in range(16)]
+    assert random_control(own, 16, 1, "lm", "lm", "rs", "rs") != draws[1]  # the site is part of the seed
+    assert random_control([(0, n) for n in range(16)], 16, 1, "vision") == [(0, n) for n in range(16)]
     with pytest.raises(ConditionError, match="more neurons"):
-        random_control([(0, 1)] * 17, 16, "vision", 1)
+        random_control([(0, 1)] * 17, 16, 1, "vision")
 
 
-def test_random_condition_per_site_independent_of_the_other_sites(llava_next):
-    _, _, selection = llava_next
-    both = Condition("lm+vision", seed=4).neurons(selection, "rs")
-    assert both["lm"] == Condition("lm", seed=4).neurons(selection, "rs")["lm"]
-    for site, pairs in both.items():
-        own = selection.sites[site].by_domain["rs"]
-        assert sorted(l for l, _ in pairs) == sorted(l for l, _ in own)
-        assert all(n < selection.sites[site].width for _, n in pairs)
+def test_random_controls_are_independent_per_domain_and_condition():
+    """Domains whose own sets have the same size per layer, and conditions sharing a site, get
+    different random draws (seeded per seed, site, domain and condition); the same condition on
+    the same domain always gets the same draw."""
+    model, _ = build_tiny("llava_next")
+    same_shape = {"lm": [(0, 1), (0, 2), (0, 3), (1, 4)], "vision": [(0, 5), (1, 6)]}
+    selection = selection_for(model, {"rs": same_shape, "med": same_shape, "doc": same_shape})
+    draw = {
+        (name, domain): Condition(name, seed=1).neurons(selection, domain)
+        for name in ("lm", "lm+vision")
+        for domain in ("rs", "med", "doc")
+    }
+    assert len({tuple(draw["lm", domain]["lm"]) for domain in ("rs", "med", "doc")}) == 3
+    assert draw["lm", "rs"]["lm"] != draw["lm+vision", "rs"]["lm"]
+    assert draw["lm", "rs"] == Condition("lm", seed=1).neurons(selection, "rs")
+    for (_, domain), neurons in draw.items():
+        for site, pairs in neurons.items():
+            assert sorted(l for l, _ in pairs) == sorted(l for l, _ in selection.sites[site].by_domain[domain])
+            assert all(n < selection.sites[site].width for _, n in pairs)
 
 
 # --- prompts, answers, likelihood ---------------------------------------------------------------
@@ -107,17 +120,19 @@ def test_random_condition_per_site_independent_of_the_other_sites(llava_next):
 def test_prompts_from_templates():
     demo = build_demo_processor(synthetic.vocabulary())
     sample = Sample("m-1", "med", "which organ?", ["B"], b"", {"options": ["lung", "heart"], "question_type": "organ"})
-    settings = Settings(prompt="{question}\n{options}\nType: {question_type}", chat=True)
-    assert format_prompt(demo, "llava_next", settings, sample) == (
+    template = "{question}\n{options}\nType: {question_type}"
+    assert build_prompt(demo, "llava_next", template, sample, chat=True) == (
         "USER: <image>\nwhich organ?\nA. lung\nB. heart\nType: organ ASSISTANT:"
     )
-    plain = Settings(prompt="Question: {question}")
-    assert format_prompt(demo, "llava_next", plain, sample) == "<image>\nQuestion: which organ?"
-    assert format_prompt(demo, "instructblip", plain, sample) == "Question: which organ?"
-    with pytest.raises(AblationError, match="m-1.*'role'"):
-        format_prompt(demo, "llava_next", Settings(prompt="{question} {role}"), sample)
-    with pytest.raises(AblationError, match="question"):
+    plain = "Question: {question}"
+    assert build_prompt(demo, "llava_next", plain, sample) == "<image>\nQuestion: which organ?"
+    assert build_prompt(demo, "instructblip", plain, sample) == "Question: which organ?"
+    with pytest.raises(InputError, match="m-1.*'role'"):
+        build_prompt(demo, "llava_next", "{question} {role}", sample)
+    with pytest.raises(InputError, match="question"):
         Settings(prompt="no field")
+    with pytest.raises(InputError, match="no chat template"):
+        build_prompt(build_tiny("llava")[1], "llava", plain, sample, chat=True)
     with pytest.raises(AblationError, match="decoding"):
         Settings(decoding="beam")
 
@@ -171,7 +186,7 @@ def test_instructblip_answers_do_not_depend_on_the_batch_size():
             samples,
             selection,
             Condition("qformer+query+lm"),
-            Settings(batch_size=bs, max_new_tokens=3),
+            Settings(chat=False, batch_size=bs, max_new_tokens=3),
             "tiny",
             progress=False,
         )
@@ -180,7 +195,7 @@ def test_instructblip_answers_do_not_depend_on_the_batch_size():
     assert np.allclose(
         [r["reference_loglik"] for r in outputs[1]], [r["reference_loglik"] for r in outputs[3]], atol=1e-5
     )
-    inputs = encode(processor, [noise_image(0)] * 3, [s.question for s in samples], model)
+    inputs = encode(model, processor, [noise_image(0)] * 3, [s.question for s in samples], LEFT).inputs
     mask = inputs["qformer_attention_mask"]
     assert (mask == 0).any()
     assert torch.equal(mask, mask.sort(dim=1, descending=True, stable=True).values)  # instructions padded on the right
@@ -192,7 +207,7 @@ def test_compat_sampling_is_seeded_and_leaves_the_global_rng(llava_next):
     runs = []
     state = torch.random.get_rng_state()
     for seed in (5, 5, 6):
-        settings = Settings(decoding="compat", seed=seed, max_new_tokens=6, likelihood=False)
+        settings = Settings(chat=False, decoding="compat", seed=seed, max_new_tokens=6, likelihood=False)
         records, _ = run_ablation(
             model, processor, samples, selection, Condition("lm"), settings, "tiny", progress=False
         )
@@ -226,6 +241,78 @@ def test_log_likelihood_equals_a_direct_computation(llava_next):
     assert result[0][0] == pytest.approx(expected, abs=1e-5)
     assert result[1][1] == 1
     assert reference_answer(["a", "b", "b", "a", "c"]) == "a" and reference_answer(["x", "y", "y"]) == "y"
+
+
+def _mean_loglik(logits: torch.Tensor, ids: torch.Tensor, positions) -> float:
+    """Mean over ``positions`` of log p(ids[t] | logits[t - 1]), from one unpadded row's logits."""
+    logp = torch.log_softmax(logits.double(), -1)
+    return sum(logp[t - 1, ids[t]].item() for t in positions) / len(positions)
+
+
+LIKELIHOOD_QUESTIONS = ["What colour is the car?", "How many people are in the picture on the left?"]
+LIKELIHOOD_ANSWERS = ["red car", "two"]
+
+
+def test_instructblip_log_likelihood_gives_the_qformer_the_prompt_alone():
+    """The Q-Former's query tokens are computed from the prompt as during generation, never from
+    the prompt with the scored answer appended."""
+    model, processor = build_tiny("instructblip")
+    prompts = [image_prompt("instructblip", f"<image>\n{q}") for q in LIKELIHOOD_QUESTIONS]
+    images = [noise_image(0), noise_image(1, (56, 30))]
+    result = answer_loglik(model, processor, prompts, images, LIKELIHOOD_ANSWERS, batch_size=2, progress=False)
+    for row, (prompt, answer) in enumerate(zip(prompts, LIKELIHOOD_ANSWERS)):
+        alone = processor(images=[images[row]], text=[prompt], return_tensors="pt")  # what generation sees
+        full = processor(images=[images[row]], text=[f"{prompt} {answer}"], return_tensors="pt")
+        with torch.no_grad():
+            logits = model(
+                pixel_values=alone["pixel_values"],
+                qformer_input_ids=alone["qformer_input_ids"],
+                qformer_attention_mask=alone["qformer_attention_mask"],
+                input_ids=full["input_ids"],
+                attention_mask=full["attention_mask"],
+            ).logits[0]
+        count = len(processor.tokenizer(f" {answer}", add_special_tokens=False)["input_ids"])
+        ids = full["input_ids"][0]
+        assert result[row][1] == count
+        assert result[row][0] == pytest.approx(_mean_loglik(logits, ids, range(len(ids) - count, len(ids))), abs=1e-5)
+
+
+def test_paligemma_log_likelihood_scores_the_answer_as_the_causal_suffix():
+    """PaliGemma's prompt is a bidirectional prefix: the answer goes in as the processor's suffix
+    (causal, targets aligned), as the model's own training path builds it."""
+    model, processor = build_tiny("paligemma")
+    prompts = [image_prompt("paligemma", f"<image>\n{q}") for q in LIKELIHOOD_QUESTIONS]
+    images = [noise_image(0), noise_image(1, (56, 30))]
+    result = answer_loglik(model, processor, prompts, images, LIKELIHOOD_ANSWERS, batch_size=2, progress=False)
+    for row, (prompt, answer) in enumerate(zip(prompts, LIKELIHOOD_ANSWERS)):
+        own = processor(images=[images[row]], text=[prompt], suffix=[answer], return_tensors="pt")
+        labels = own.pop("labels")[0]
+        with torch.no_grad():
+            logits = model(**own).logits[0]
+        scored = (labels != -100).nonzero().flatten().tolist()[:-1]  # the answer; its closing </s> is not scored
+        assert result[row][1] == len(scored) == len(processor.tokenizer(answer, add_special_tokens=False)["input_ids"])
+        assert result[row][0] == pytest.approx(_mean_loglik(logits, own["input_ids"][0], scored), abs=1e-5)
+
+
+def test_a_checkpoints_generation_config_cannot_change_the_answers():
+    """Greedy decoding is pinned: beam search, penalties and sampling defaults in the model's
+    generation config leave the answers as they are; the settings used are recorded."""
+    model, processor = build_tiny("llava_next")
+    selection = selection_for(model, NEURONS)
+    samples = _mixed_samples("rs", 4)
+    settings = Settings(chat=False, max_new_tokens=6, likelihood=False)
+    clean, _ = run_ablation(model, processor, samples, selection, Condition("none"), settings, "t", progress=False)
+    config = model.generation_config
+    config.num_beams, config.repetition_penalty, config.no_repeat_ngram_size = 3, 5.0, 1
+    config.do_sample, config.temperature, config.top_k = True, 5.0, 3
+    try:
+        odd, _ = run_ablation(model, processor, samples, selection, Condition("none"), settings, "t", progress=False)
+    finally:
+        model.generation_config = build_tiny("llava_next")[0].generation_config
+    assert [r["prediction"] for r in odd] == [r["prediction"] for r in clean]
+    generation = odd[0]["generation"]
+    assert (generation["do_sample"], generation["num_beams"], generation["repetition_penalty"]) == (False, 1, 1.0)
+    assert generation["max_new_tokens"] == 6 and odd[0]["dtype"] == "float32"
 
 
 # --- scoring ------------------------------------------------------------------------------------
@@ -328,6 +415,7 @@ def test_cli_end_to_end(tmp_path):
         "cpu",
         "--name",
         "tiny",
+        "--no-chat",
     ]
     runs = {
         "none": [],
@@ -381,8 +469,3 @@ def test_cli_end_to_end(tmp_path):
     assert set(random["seeds"]) == {2}
     for stem in ("tiny_ablation_scores", "tiny_ablation_loglik", "tiny_cross_domain_all"):
         assert (figures / f"{stem}.png").stat().st_size > 0 and (figures / f"{stem}.pdf").exists()
-
-    with pytest.raises(SystemExit, match="condition 'qformer'"):
-        main(["ablate", *common, "--condition", "qformer", "--out", str(tmp_path / "x.jsonl")])
-    with pytest.raises(SystemExit, match="DOMAIN=METRIC"):
-        main(["score", str(outputs[0]), "--metrics", "rs", "--out", str(tmp_path / "x.csv")])

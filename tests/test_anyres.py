@@ -8,14 +8,13 @@ rows that actually reach the language model.
 from __future__ import annotations
 
 import copy
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from helpers import model_tiles, packed_indices
 from PIL import Image
 from transformers import CLIPVisionConfig, LlavaNextConfig
-from transformers.models.llava_next.modeling_llava_next import LlavaNextModel, image_size_to_num_patches
 
 from mmneuron.data import synthetic
 from mmneuron.errors import MmneuronError
@@ -57,44 +56,14 @@ def _inputs(processor, sizes):
     return processor(images=images, text=prompts, return_tensors="pt", padding=True)
 
 
-def _tiles(config, image_sizes) -> list[int]:
-    """Tiles the model runs per image, by its own count."""
-    return [
-        image_size_to_num_patches(size, config.image_grid_pinpoints, config.vision_config.image_size)
-        for size in image_sizes
-    ]
-
-
-def _packed_indices(config, image_sizes) -> tuple[list[int], int]:
-    """Feed index-coded projector features (value = flat position) through the model's unpadding.
-
-    Returns the indices that come out (image_newline entries, coded -1, left out) and the number
-    of projector positions.
-    """
-    per_tile = (config.vision_config.image_size // config.vision_config.patch_size) ** 2
-    tiles = _tiles(config, image_sizes)
-    flat = torch.arange(sum(tiles) * per_tile, dtype=torch.float64).reshape(sum(tiles), per_tile, 1)
-    features = list(torch.split(flat, tiles, dim=0))
-    packed, lengths = LlavaNextModel.pack_image_features(
-        SimpleNamespace(config=config),
-        features,
-        torch.as_tensor(image_sizes),
-        vision_feature_select_strategy="default",
-        image_newline=torch.tensor([-1.0], dtype=torch.float64),
-    )
-    values = torch.cat(packed).reshape(-1)
-    assert values.numel() == int(lengths.sum())
-    return [int(v) for v in values.tolist() if v != -1], flat.numel()
-
-
 def _check_against_unpadding(config, image_sizes) -> None:
     masks = surviving_patch_masks(config, image_sizes)
-    survivors, positions = _packed_indices(config, image_sizes)
+    survivors, positions = packed_indices(config, image_sizes)
     assert len(survivors) == len(set(survivors)), "a position came out of the unpadding twice"
     assert masks.projector.dtype == torch.bool
     assert masks.projector.numel() == positions
     assert set(masks.projector.nonzero().reshape(-1).tolist()) == set(survivors)
-    assert list(masks.tiles) == _tiles(config, image_sizes)
+    assert list(masks.tiles) == model_tiles(config, image_sizes)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
@@ -114,7 +83,7 @@ def test_mixed_batch_of_aspect_ratios_matches_the_unpadding(llava):
 def test_wide_strip_loses_grid_patches(llava):
     model, processor = llava
     inputs = _inputs(processor, [WIDE[0]])
-    survivors, positions = _packed_indices(model.config, inputs["image_sizes"])
+    survivors, positions = packed_indices(model.config, inputs["image_sizes"])
     masks = surviving_patch_masks(model.config, inputs["image_sizes"])
     assert len(survivors) < positions, "a 5:1 strip in a 1:2 grid must leave padding behind"
     assert masks.padding_share() == pytest.approx(1 - len(survivors) / positions)
@@ -219,7 +188,7 @@ def llava_configs():
 def test_image_of_a_pinpoint_size_has_no_padding(llava_configs, model_name, hw):
     config = llava_configs[model_name]
     masks = surviving_patch_masks(config, [hw])
-    survivors, positions = _packed_indices(config, [hw])
+    survivors, positions = packed_indices(config, [hw])
     assert len(survivors) == positions, "the model keeps every position"
     assert masks.projector.all() and masks.vision.all()
     assert masks.padding_share() == 0.0
@@ -228,7 +197,7 @@ def test_image_of_a_pinpoint_size_has_no_padding(llava_configs, model_name, hw):
 @pytest.mark.parametrize("hw", [(336, 672), (672, 336), (672, 672), (1008, 336), (336, 1008)])
 def test_7b_pinpoint_sizes_have_no_padding(hw):
     config = _config_7b()
-    survivors, positions = _packed_indices(config, [hw])
+    survivors, positions = packed_indices(config, [hw])
     assert len(survivors) == positions
     assert surviving_patch_masks(config, [hw]).projector.all()
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
+import re
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from mmneuron.commands import merge as merge_command
+from mmneuron.cli import main
 from mmneuron.counts import Counts, CountsError, SiteInfo, load_many, merge
 
 SITES = {"lm": {"layers": 2, "width": 3}, "vision": {"layers": 1, "width": 2, "inert_layers": [0]}}
@@ -187,18 +187,12 @@ def test_load_many_groups_files_by_domain(tmp_path):
 
 def test_merge_command(tmp_path):
     paths = [make_counts(scale=s).save(tmp_path / f"s{s}.safetensors") for s in (1, 2)]
-    parser = argparse.ArgumentParser()
-    merge_command.add_parser(parser.add_subparsers())
-    args = parser.parse_args(["merge", *map(str, paths), "--out", str(tmp_path / "out" / "all.safetensors")])
-    assert args.func(args) == 0
+    assert main(["merge", *map(str, paths), "--out", str(tmp_path / "out" / "all.safetensors")]) == 0
     assert Counts.load(tmp_path / "out" / "all.safetensors").samples == 15
 
 
-def test_merge_command_reports_refusal(tmp_path):
+def test_merge_command_reports_refusal(tmp_path, capsys):
     paths = [make_counts().save(tmp_path / "ad.safetensors"), make_counts("med").save(tmp_path / "med.safetensors")]
-    parser = argparse.ArgumentParser()
-    merge_command.add_parser(parser.add_subparsers())
-    args = parser.parse_args(["merge", *map(str, paths), "--out", str(tmp_path / "all.safetensors")])
-    with pytest.raises(SystemExit, match="mmneuron merge: cannot merge .*med.safetensors .*domain differ"):
-        args.func(args)
+    assert main(["merge", *map(str, paths), "--out", str(tmp_path / "all.safetensors")]) == 1
+    assert re.fullmatch(r"mmneuron merge: cannot merge .*med.safetensors .*domain differ .*\n", capsys.readouterr().err)
     assert not (tmp_path / "all.safetensors").exists()

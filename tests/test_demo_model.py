@@ -11,7 +11,8 @@ from transformers import AutoProcessor, LlavaNextForConditionalGeneration
 from mmneuron.data import synthetic
 from mmneuron.data.samples import decode_image, read_samples, write_samples
 from mmneuron.models.demo import build_demo_model, build_demo_processor
-from mmneuron.models.generation import generate_answers, user_turn
+from mmneuron.models.generation import decoding_settings, generate_answers
+from mmneuron.models.inputs import user_turn
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +101,9 @@ def test_demo_architecture_is_llava_next_with_an_inert_vision_layer():
     assert model.config.vision_feature_layer == -2
     assert model.config.image_grid_pinpoints == processor.image_processor.image_grid_pinpoints
     question = synthetic.generate("com", "eval", 1)[0]
+    prompts, images = [user_turn(processor, question.question)], [decode_image(question)]
     answers = generate_answers(
-        model, processor, [user_turn(processor, question.question)], [decode_image(question)], progress=False
+        model, processor, prompts, images, decoding_settings(model, processor, 4), progress=False
     )
     assert len(answers) == 1  # an untrained model answers something; the point is that it runs end to end
 

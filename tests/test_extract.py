@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from expected_sites import EXPECTED_SITES, module_names
+from helpers import packed_indices
 from PIL import Image
 from transformers import LlamaConfig
 
@@ -14,6 +15,7 @@ from mmneuron import cli
 from mmneuron.counts import Counts, merge
 from mmneuron.data.samples import Sample, encode_png, read_samples, write_samples
 from mmneuron.extract import ExtractionError, extract_counts, parse_shard, shard
+from mmneuron.models.inputs import InputError
 from mmneuron.models.loading import ModelLoadError, load_model
 from mmneuron.models.tiny import TINY_ARCHITECTURES, build_tiny, save_tiny
 
@@ -43,7 +45,7 @@ class BruteForce:
     """Captures each forward's inputs and the activation outputs, found by the hand-written names."""
 
     def __init__(self, model, arch):
-        self.arch, self.forwards = arch, []
+        self.arch, self.forwards, self.config, self._survivors = arch, [], model.config, {}
         modules = dict(model.named_modules())
         self.handles = [model.register_forward_pre_hook(self._inputs, with_kwargs=True)]
         for site in EXPECTED_SITES[arch]:
@@ -51,7 +53,7 @@ class BruteForce:
                 self.handles.append(modules[name].register_forward_hook(self._output(site, layer)))
 
     def _inputs(self, module, args, kwargs):
-        keep = ("input_ids", "attention_mask", "qformer_attention_mask")
+        keep = ("input_ids", "attention_mask", "qformer_attention_mask", "image_sizes")
         self.forwards.append(({key: kwargs[key].clone() for key in keep if key in kwargs}, {}))
 
     def _output(self, site, layer):
@@ -59,6 +61,21 @@ class BruteForce:
             self.forwards[-1][1].setdefault(site, {})[layer] = output.detach().clone()
 
         return hook
+
+    def _kept(self, positions: str, inputs: dict, index: int) -> bool:
+        """Whether a vision-tower or projector position reaches the language model, by the model's
+        own unpadding (CLS tokens of the vision tower count)."""
+        if self.arch != "llava_next" or positions not in ("vision", "features"):
+            return True
+        key = id(inputs)
+        if key not in self._survivors:
+            self._survivors[key] = set(packed_indices(self.config, inputs["image_sizes"])[0])
+        vision = self.config.vision_config
+        per_tile = (vision.image_size // vision.patch_size) ** 2
+        if positions == "vision":
+            tile, position = divmod(index, per_tile + 1)
+            return position == 0 or tile * per_tile + position - 1 in self._survivors[key]
+        return index in self._survivors[key]
 
     def remove(self):
         for handle in self.handles:
@@ -89,10 +106,12 @@ class BruteForce:
                             if inputs["qformer_attention_mask"][b, t]:
                                 add(site, "all", layer, output[b, t])
                                 add(site, "text", layer, output[b, t])
-                    else:  # every vision-tower, projector and query position
-                        for vector in output.reshape(-1, output.shape[-1]):
-                            add(site, "all", layer, vector)
-                            add(site, "image", layer, vector)
+                    else:  # every vision-tower, projector and query position, but LLaVA-NeXT's tile padding
+                        vectors = output.reshape(-1, output.shape[-1])
+                        for index, vector in enumerate(vectors):
+                            if self._kept(positions, inputs, index):
+                                add(site, "all", layer, vector)
+                                add(site, "image", layer, vector)
         return active, tokens
 
 
@@ -142,6 +161,27 @@ def test_counts_equal_brute_force_for_every_site_and_scope(counted):
     assert counts.settings["prompt"] == "<image>\n{question}" and counts.settings["batch_size"] == 3
 
 
+def test_llava_next_tile_padding_is_counted_only_when_asked(counted):
+    """``anyres_padding="count"`` (the authors' behaviour) counts every vision-tower and projector
+    position; the default counts only those the model's unpadding passes on (brute force above)."""
+    arch, model, processor, skipped_padding, _ = counted
+    if arch != "llava_next":
+        pytest.skip("tile padding is LLaVA-NeXT's")
+    brute = BruteForce(model, arch)
+    brute._kept = lambda positions, inputs, index: True  # every position, as the authors counted
+    try:
+        every = extract_counts(model, processor, _samples(), batch_size=3, anyres_padding="count", progress=False)
+    finally:
+        brute.remove()
+    active, tokens = brute.counts(model.config.image_token_id)
+    for key in every.keys:
+        assert torch.equal(every.active[key], active[key]) and torch.equal(every.tokens[key], tokens[key]), key
+    for site in ("vision", "projector"):  # the non-square samples' grid tiles hold padding
+        assert (skipped_padding.tokens[site, "all"] < every.tokens[site, "all"]).all(), site
+    assert torch.equal(skipped_padding.active["lm", "all"], every.active["lm", "all"])
+    assert (skipped_padding.settings["anyres_padding"], every.settings["anyres_padding"]) == ("skip", "count")
+
+
 def test_batch_size_does_not_change_counts(counted):
     _, model, processor, counts, _ = counted
     for batch_size in (1, 5):
@@ -185,10 +225,12 @@ def test_bad_images_are_skipped_reported_and_limited(caplog):
 
 def test_prompt_and_domain_errors():
     model, processor = build_tiny("paligemma")
-    with pytest.raises(ExtractionError, match=r"sample s0: prompt template '\{q\}' does not give a prompt"):
+    with pytest.raises(InputError, match=r"needs a \{question\} field: '\{q\}'"):
         extract_counts(model, processor, _samples(), prompt_template="{q}", progress=False)
-    with pytest.raises(ExtractionError, match=r"sample s0: .*<image> once"):
-        extract_counts(model, processor, _samples(), prompt_template="{question}", progress=False)
+    with pytest.raises(InputError, match=r"'<image>' more than once"):
+        extract_counts(model, processor, _samples(), prompt_template="<image>{question}<image>", progress=False)
+    with pytest.raises(InputError, match=r"sample s0 \(rs\): .*'\{question\} \{role\}'"):
+        extract_counts(model, processor, _samples(), prompt_template="{question} {role}", progress=False)
     mixed = _samples()
     mixed[0].domain = "doc"
     with pytest.raises(ExtractionError, match=r"one domain .*\['doc', 'rs'\]"):
@@ -207,7 +249,7 @@ def test_shards_are_contiguous_and_cover_the_list():
     assert shard(items[:1], 1, 2) == [] and shard(items[:1], 2, 2) == [0]
     assert parse_shard("2/3") == (2, 3)
     for text in ("0/3", "4/3", "a/3", "3"):
-        with pytest.raises(ValueError, match="i/n"):
+        with pytest.raises(ExtractionError, match="i/n"):
             parse_shard(text)
 
 

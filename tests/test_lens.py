@@ -12,23 +12,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import DecoderCapture, assert_batch_invariant
 from PIL import Image
 
 from mmneuron.cli import main
 from mmneuron.data.samples import Sample, encode_png, write_samples
-from mmneuron.lens import (
-    LensAccumulator,
-    LensError,
-    LensHead,
-    ScopeStats,
-    final_norm_and_unembed,
-    logit_lens,
-    residual_stream,
-    run_lens,
-    scope_masks,
-)
+from mmneuron.lens import LensAccumulator, LensHead, ScopeStats, logit_lens, residual_stream, run_lens
+from mmneuron.models.decoder import DecoderError, final_norm_and_unembed
+from mmneuron.models.inputs import scope_masks
 from mmneuron.models.sites import image_prompt
-from mmneuron.models.tiny import build_tiny, save_tiny
+from mmneuron.models.tiny import TINY_ARCHITECTURES, build_tiny, save_tiny
 
 QUESTIONS = ["What colour is the car?", "How many people are in the picture on the left?", "Is this a road?"]
 
@@ -74,7 +67,7 @@ def test_aggregates_match_a_naive_computation(llava_next):
     real = inputs["attention_mask"].bool()
     assert not real.all(), "the prompts should need padding"
     image = (inputs["input_ids"] == model.config.image_token_id) & real
-    stats, _ = logit_lens(model, inputs, scope_masks(inputs, model.config.image_token_id), chunk_size=5)
+    stats, _ = logit_lens(model, inputs, scope_masks(model, inputs), chunk_size=5)
     for scope, mask in (("image", image), ("text", real & ~image)):
         s = stats[scope]
         assert s.n[0] == mask.sum()
@@ -130,7 +123,7 @@ def test_logits_never_exceed_one_chunk(llava_next, layers):
     _, head = final_norm_and_unembed(model)
     handle = head.register_forward_hook(lambda m, args, out: shapes.append(out.shape))
     try:
-        logit_lens(model, inputs, scope_masks(inputs, model.config.image_token_id), chunk_size=4)
+        logit_lens(model, inputs, scope_masks(model, inputs), chunk_size=4)
     finally:
         handle.remove()
     vocab = model.config.text_config.vocab_size
@@ -141,7 +134,7 @@ def test_logits_never_exceed_one_chunk(llava_next, layers):
 
 
 def test_unknown_model_is_refused():
-    with pytest.raises(LensError, match="Linear"):
+    with pytest.raises(DecoderError, match="Linear"):
         final_norm_and_unembed(torch.nn.Linear(2, 2))
 
 
@@ -161,6 +154,31 @@ def test_batching_and_padding_do_not_change_the_table(llava_next):
     assert by.loc[("ad", "all", 0), "n"] == by.loc[("ad", "image", 0), "n"] + by.loc[("ad", "text", 0), "n"]
     assert by.loc[("ad", "image", 0), "samples"] == 3
     assert re.fullmatch(r"(\S+ \d\.\d\d)(; \S+ \d\.\d\d)*", by.loc[("med", "image", 1), "top_tokens"])
+
+
+def _different_lengths(domain: str = "ad") -> list[Sample]:
+    """Three samples whose prompts differ in length and whose images differ in size."""
+    questions = [QUESTIONS[2], QUESTIONS[1], QUESTIONS[0]]
+    return [
+        Sample(f"{domain}-{i}", domain, q, ["red"], encode_png(_image(i, (32 + 24 * i, 30 + 6 * i))))
+        for i, q in enumerate(questions)
+    ]
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
+def test_lens_hidden_states_do_not_depend_on_the_batch(arch):
+    """Each sample's residual stream, layer by layer, is the same alone and in a padded batch of
+    three prompts of different lengths (InstructBLIP pads between its query tokens and the text)."""
+    model, processor = build_tiny(arch)
+    samples = _different_lengths()
+    captures = {}
+    for batch_size in (1, 3):
+        with DecoderCapture(model) as capture:
+            run_lens(model, processor, samples, batch_size=batch_size, examples_per_domain=0, progress=False)
+        captures[batch_size] = capture
+    assert len(captures[1].forwards) == 3 and len(captures[3].forwards) == 1
+    assert not captures[3].forwards[0][0].all(), "the batch must be padded"
+    assert_batch_invariant(captures[1], captures[3], order=[0, 1, 2])
 
 
 def test_instructblip_table_does_not_depend_on_the_batch_size():

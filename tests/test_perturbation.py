@@ -9,16 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import noise_image, selection_for
+from helpers import DecoderCapture, assert_batch_invariant, noise_image, selection_for
 
-from mmneuron.ablation.conditions import Condition
 from mmneuron.cli import main
+from mmneuron.conditions import Condition
 from mmneuron.data.samples import Sample, encode_png, write_samples
 from mmneuron.hooks.deactivate import Deactivation
-from mmneuron.lens import final_norm_and_unembed, scope_masks
-from mmneuron.models.generation import encode
+from mmneuron.models.decoder import final_norm_and_unembed
+from mmneuron.models.inputs import RIGHT, encode, scope_masks
 from mmneuron.models.sites import image_prompt, resolve_sites
-from mmneuron.models.tiny import build_tiny, save_tiny
+from mmneuron.models.tiny import TINY_ARCHITECTURES, build_tiny, save_tiny
 from mmneuron.perturbation import perturbation, run_perturbation
 
 QUESTIONS = ["what colour is the car?", "is there a river?", "how many people are in the picture on the left?"]
@@ -51,7 +51,7 @@ def llava_next():
 
 def _batch(model, processor, count: int = 3):
     prompts = [image_prompt(model.config.model_type, f"<image>\n{q}") for q in QUESTIONS[:count]]
-    inputs = encode(processor, [noise_image(i, (40 + 16 * i, 30)) for i in range(count)], prompts, model)
+    inputs = encode(model, processor, [noise_image(i, (40 + 16 * i, 30)) for i in range(count)], prompts, RIGHT).inputs
     assert not inputs["attention_mask"].bool().all(), "the batch should be padded"
     return inputs
 
@@ -73,7 +73,7 @@ def _reference_states(model, inputs) -> list[torch.Tensor]:
 def test_none_is_exactly_unchanged(llava_next):
     model, processor, selection = llava_next
     run = run_perturbation(
-        model, processor, _samples("rs", 3), selection, [Condition("none")], batch_size=3, progress=False
+        model, processor, _samples("rs", 3), selection, [Condition("none")], batch_size=3, chat=False, progress=False
     )
     table = run.table()
     assert len(table) == 3 * 2  # scopes x layers
@@ -87,7 +87,7 @@ def test_values_equal_a_direct_computation(llava_next):
     inputs = _batch(model, processor)
     neurons = Condition("all").neurons(selection, "rs")
     deactivation = Deactivation(resolve_sites(model), neurons)
-    masks = scope_masks(inputs, model.config.image_token_id)
+    masks = scope_masks(model, inputs)
     hooks = [len(layer._forward_hooks) for layer in model.get_decoder().layers]
     stats = perturbation(model, inputs, masks, {"all": deactivation})["all"]
     assert [len(layer._forward_hooks) for layer in model.get_decoder().layers] == hooks
@@ -122,7 +122,7 @@ def test_layers_before_the_first_deactivated_lm_layer_are_unchanged(llava_next):
     model = type(base)(config).eval()
     selection = selection_for(model, {"rs": {"lm": [(2, n) for n in range(0, 64, 4)] + [(3, 1)]}})
     run = run_perturbation(
-        model, processor, _samples("rs", 3), selection, [Condition("lm")], batch_size=3, progress=False
+        model, processor, _samples("rs", 3), selection, [Condition("lm")], batch_size=3, chat=False, progress=False
     )
     table = run.table().set_index(["scope", "layer"])
     for scope in ("image", "text", "all"):
@@ -142,7 +142,9 @@ def test_padding_is_excluded(arch):
     samples = _samples("rs", 3)
     conditions = [Condition("lm"), Condition("lm+vision", seed=1)]
     tables = [
-        run_perturbation(model, processor, samples, selection, conditions, batch_size=bs, progress=False).table()
+        run_perturbation(
+            model, processor, samples, selection, conditions, batch_size=bs, chat=False, progress=False
+        ).table()
         for bs in (1, 3)
     ]
     pd.testing.assert_frame_equal(tables[0].drop(columns=NUMERIC), tables[1].drop(columns=NUMERIC))
@@ -153,15 +155,50 @@ def test_padding_is_excluded(arch):
     expected = sum(
         int(
             encode(
-                processor, [noise_image(i, (40 + 16 * i, 30))], [image_prompt(arch, f"<image>\n{s.question}")], model
-            )["attention_mask"].sum()
+                model,
+                processor,
+                [noise_image(i, (40 + 16 * i, 30))],
+                [image_prompt(arch, f"<image>\n{s.question}")],
+                RIGHT,
+            )
+            .inputs["attention_mask"]
+            .sum()
         )
         for i, s in enumerate(samples)
     )
     assert set(tables[1].loc[tables[1]["scope"] == "all", "n"]) == {expected}
 
 
-def test_cli_end_to_end(tmp_path):
+@pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
+def test_hidden_states_do_not_depend_on_the_batch(arch):
+    """The clean and the ablated residual streams of each sample are the same alone and in a padded
+    batch of three prompts of different lengths, layer by layer."""
+    model, processor = build_tiny(arch)
+    selection = selection_for(model, {"rs": {"lm": [(0, n) for n in range(0, 64, 2)]}}, samples=3)
+    samples = [
+        Sample(f"rs-{i}", "rs", q, ["red"], encode_png(noise_image(i, (32 + 24 * i, 30 + 6 * i))))
+        for i, q in enumerate([QUESTIONS[1], QUESTIONS[2], QUESTIONS[0]])
+    ]
+    captures = {}
+    for batch_size in (1, 3):
+        with DecoderCapture(model) as capture:
+            run_perturbation(
+                model,
+                processor,
+                samples,
+                selection,
+                [Condition("lm")],
+                batch_size=batch_size,
+                chat=False,
+                progress=False,
+            )
+        captures[batch_size] = capture
+    assert not captures[3].forwards[0][0].all(), "the batch must be padded"
+    # one sample at a time: clean, ablated per sample; batched: clean rows 0-2, then ablated rows 0-2
+    assert_batch_invariant(captures[1], captures[3], order=[0, 2, 4, 1, 3, 5])
+
+
+def test_cli_end_to_end(tmp_path, capsys):
     model_dir = save_tiny("llava_next", tmp_path / "model")
     model, _ = build_tiny("llava_next")
     neurons = selection_for(model, NEURONS, samples=3).save(tmp_path / "neurons.json")
@@ -187,6 +224,7 @@ def test_cli_end_to_end(tmp_path):
         "tiny",
         "--batch-size",
         "2",
+        "--no-chat",
     ]
     assert (
         main(
@@ -262,7 +300,7 @@ def test_cli_end_to_end(tmp_path):
         for ext in ("png", "pdf"):
             assert (tmp_path / "fig" / f"{stem}.{ext}").stat().st_size > 1000
 
-    with pytest.raises(SystemExit, match="condition 'qformer'"):
-        main([*common, "--conditions", "qformer", "--out", str(tmp_path / "x.csv")])
-    with pytest.raises(SystemExit, match="DOMAIN=TEMPLATE"):
-        main([*common, "--conditions", "lm", "--prompts", "oops", "--out", str(tmp_path / "x.csv")])
+    assert main([*common, "--conditions", "qformer", "--out", str(tmp_path / "x.csv")]) == 1
+    assert "condition 'qformer'" in capsys.readouterr().err
+    assert main([*common, "--conditions", "lm", "--prompts", "oops", "--out", str(tmp_path / "x.csv")]) == 1
+    assert "DOMAIN=TEMPLATE" in capsys.readouterr().err

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
+import re
 
 import pandas as pd
 import pytest
 import torch
 
-from mmneuron.commands import select as select_command
+from mmneuron.cli import main
 from mmneuron.counts import Counts
 from mmneuron.selection import Selection, SelectionError, dape, kth_smallest, select, select_site
 
@@ -89,6 +89,50 @@ def test_ties_break_by_flat_index():
     counts = [counts_from("a", [[5, 0, 5, 0], [5, 0, 0, 0]]), counts_from("b", [[0, 5, 0, 5], [0, 5, 0, 0]])]
     site = select(counts, top_rate=0.5, filter_rate=0.5, assign_rate=0.5).sites["s"]
     assert site.candidates == 6 and site.selected == [(0, 0), (0, 1), (0, 2), (0, 3)]
+
+
+def _multi_site_counts(domain: str, seed: int) -> Counts:
+    """Counts of an InstructBLIP-like site set: lm (all, image, text), vision and query (all,
+    image), qformer (all, text); the scopes of a site differ, so a scope mix-up changes the result."""
+    generator = torch.Generator().manual_seed(seed)
+    scopes = {
+        "lm": ("all", "image", "text"),
+        "vision": ("all", "image"),
+        "query": ("all", "image"),
+        "qformer": ("all", "text"),
+    }
+    sites, active, tokens = {}, {}, {}
+    for site, site_scopes in scopes.items():
+        sites[site] = {"layers": 2, "width": 6, "inert_layers": []}
+        for scope in site_scopes:
+            active[site, scope] = torch.randint(0, 21, (2, 6), generator=generator)
+            tokens[site, scope] = torch.full((2,), 20, dtype=torch.int64)
+    return Counts("tiny", domain, sites, active, tokens, samples=4)
+
+
+@pytest.mark.parametrize("scope", ["image", "text"])
+def test_a_scope_applies_to_the_sites_that_have_it(scope, tmp_path):
+    """``text`` on a vision site and ``image`` on the instruction site fall back to ``all`` there;
+    each site's selection is the one of its own scope's probabilities, and the scope is recorded."""
+    counts = [_multi_site_counts(d, seed) for seed, d in enumerate(("a", "b", "c"))]
+    rates = {"top_rate": 0.25, "filter_rate": 0.5, "assign_rate": 0.5}
+    selection = select(counts, **rates, scope=scope)
+    for name, site in selection.sites.items():
+        used = scope if (name, scope) in counts[0].active else "all"
+        p = torch.stack([c.site_probabilities(name, used) for c in counts])
+        expected = select_site(p, ["a", "b", "c"], **rates, scope=used)
+        assert (site.scope, site.by_domain, site.tau) == (used, expected.by_domain, expected.tau), name
+    assert {name: site.scope for name, site in selection.sites.items()} == {
+        "lm": scope,
+        "vision": "image" if scope == "image" else "all",
+        "query": "image" if scope == "image" else "all",
+        "qformer": "text" if scope == "text" else "all",
+    }
+    saved = json.loads(selection.save(tmp_path / "neurons.json").read_text())
+    assert saved["parameters"]["scope"] == scope
+    assert {name: site["scope"] for name, site in saved["sites"].items()} == {
+        name: site.scope for name, site in selection.sites.items()
+    }
 
 
 def test_rate_edges():
@@ -272,10 +316,8 @@ def test_select_command_end_to_end(tmp_path):
             )
             paths.append(part.save(tmp_path / "counts" / f"d{d}_{shard}.safetensors"))
             halves["ab"[shard]].append(paths[-1])
-    parser = argparse.ArgumentParser()
-    select_command.add_parser(parser.add_subparsers())
     out = tmp_path / "res" / "neurons.json"
-    args = parser.parse_args(
+    code = main(
         [
             "select",
             "--counts",
@@ -290,7 +332,7 @@ def test_select_command_end_to_end(tmp_path):
             *map(str, halves["b"]),
         ]
     )
-    assert args.func(args) == 0
+    assert code == 0
     sel = Selection.load(out)
     assert sel.samples == {"d0": 4, "d1": 4, "d2": 4} and sel.parameters["top_rate"] == 0.1
     table = pd.read_csv(out.with_suffix(".csv"))
@@ -304,12 +346,10 @@ def test_select_command_end_to_end(tmp_path):
     }
 
 
-def test_select_command_refuses_halves_missing_a_domain(tmp_path):
+def test_select_command_refuses_halves_missing_a_domain(tmp_path, capsys):
     paths = [c.save(tmp_path / f"{c.domain}.safetensors") for c in HAND]
-    parser = argparse.ArgumentParser()
-    select_command.add_parser(parser.add_subparsers())
     out = tmp_path / "neurons.json"
-    args = parser.parse_args(
+    code = main(
         [
             "select",
             "--counts",
@@ -322,12 +362,11 @@ def test_select_command_refuses_halves_missing_a_domain(tmp_path):
             *map(str, paths),
         ]
     )
-    with pytest.raises(SystemExit, match=r"--half-a covers domains \['a'\], --counts \['a', 'b'\]"):
-        args.func(args)
+    assert code == 1
+    assert "mmneuron select: --half-a covers domains ['a'], --counts ['a', 'b']" in capsys.readouterr().err
     assert not out.exists()
-    args = parser.parse_args(["select", "--counts", str(tmp_path / "missing.safetensors"), "--out", str(out)])
-    with pytest.raises(SystemExit, match="mmneuron select: counts file not found: .*missing.safetensors"):
-        args.func(args)
+    assert main(["select", "--counts", str(tmp_path / "missing.safetensors"), "--out", str(out)]) == 1
+    assert re.match("mmneuron select: counts file not found: .*missing.safetensors", capsys.readouterr().err)
 
 
 def test_figures_draw_empty_and_one_layer_sites(tmp_path):

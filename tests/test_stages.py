@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmneuron.stages import STAGES, StageRule, detect_stages, stage_table
+from mmneuron.stages import STAGES, StageError, StageRule, detect_stages, stage_table
 
 THREE = [5, 5, 5, 4, 2, 1, 0.9, 0.8, 0.9, 1.1]  # the docstring's example
 
@@ -75,9 +75,9 @@ def test_stages_cover_every_layer_when_found():
 
 
 def test_bad_input_and_rules_are_refused():
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(StageError, match="finite"):
         detect_stages([1, float("nan"), 2])
-    with pytest.raises(ValueError, match="min_rise"):
+    with pytest.raises(StageError, match="min_rise"):
         StageRule(min_rise=1.5)
 
 
@@ -94,5 +94,5 @@ def test_stage_table_per_domain():
     assert (med["alignment_last"], med["processing_first"], med["token_selection_first"]) == (2, 3, 8)
     assert med["start_fraction"] == 0.1 and med["scope"] == "image"
     assert pd.isna(table.set_index("domain").loc["ad", "processing_first"])
-    with pytest.raises(ValueError, match="scope 'all'"):
+    with pytest.raises(StageError, match="scope 'all'"):
         stage_table(pd.DataFrame(rows), scope="all")

@@ -10,7 +10,7 @@ import pytest
 from mmneuron.data import synthetic
 from mmneuron.data.contact_sheet import write_contact_sheet
 from mmneuron.data.samples import decode_image, read_samples, write_samples
-from mmneuron.data.synthetic import COLOURS, DOMAINS
+from mmneuron.data.synthetic import COLOURS, DOMAINS, SyntheticError
 
 N = 300
 
@@ -98,13 +98,13 @@ def test_image_size(size):
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="'xyz'.*ad, med, rs, com, doc"):
+    with pytest.raises(SyntheticError, match="'xyz'.*ad, med, rs, com, doc"):
         synthetic.generate("xyz", "train", 3)
-    with pytest.raises(ValueError, match="'xyz'"):
+    with pytest.raises(SyntheticError, match="'xyz'"):
         synthetic.question_types("xyz")
-    with pytest.raises(ValueError, match="n must"):
+    with pytest.raises(SyntheticError, match="n must"):
         synthetic.generate("ad", "train", -1)
-    with pytest.raises(ValueError, match="image_size"):
+    with pytest.raises(SyntheticError, match="image_size"):
         synthetic.generate("ad", "train", 3, image_size=16)
     assert synthetic.generate("ad", "train", 0) == []
 

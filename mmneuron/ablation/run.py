@@ -9,26 +9,27 @@ from __future__ import annotations
 
 import json
 import logging
-import string
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mmneuron.ablation.conditions import Condition, condition_sites
 from mmneuron.ablation.likelihood import answer_loglik, reference_answer
+from mmneuron.conditions import Condition, condition_sites
 from mmneuron.data.samples import Sample, decode_images
+from mmneuron.defaults import ABLATION, DECODINGS, EVALUATION, RUN
+from mmneuron.errors import MmneuronError
 from mmneuron.hooks.deactivate import Deactivation
-from mmneuron.models.generation import generate_answers, user_turn
-from mmneuron.models.sites import IMAGE, image_prompt, resolve_sites
+from mmneuron.models.generation import decoding_settings, generate_answers
+from mmneuron.models.inputs import build_prompt, check_template
+from mmneuron.models.sites import resolve_sites
 from mmneuron.selection import Selection
 
 log = logging.getLogger(__name__)
 
-GREEDY, COMPAT = "greedy", "compat"
-DEFAULT_PROMPT = IMAGE + "\n{question}"
+GREEDY, COMPAT = DECODINGS
 
 
-class AblationError(ValueError):
+class AblationError(MmneuronError):
     """Inputs an ablation run cannot use; the message names the file, sample or key."""
 
 
@@ -36,59 +37,20 @@ class AblationError(ValueError):
 class Settings:
     """How answers are produced; recorded with every answer."""
 
-    prompt: str = DEFAULT_PROMPT  # fields: {question}, {options}, any key of the sample's meta
-    chat: bool = False  # wrap the prompt as one user turn of the processor's chat template
-    batch_size: int = 8
-    max_new_tokens: int = 16
-    decoding: str = GREEDY  # or "compat": sampling at `temperature`, seeded by `seed`
-    temperature: float = 0.9
-    seed: int = 0
-    likelihood: bool = True  # also the reference answer's teacher-forced log-likelihood
-    value: float = 0.0  # what a deactivated neuron outputs
+    prompt: str = EVALUATION.prompts["default"]  # fields: {question}, {options}, any key of the sample's meta
+    chat: bool = EVALUATION.chat  # wrap the prompt as one user turn of the processor's chat template
+    batch_size: int = ABLATION.batch_size
+    max_new_tokens: int = ABLATION.max_new_tokens
+    decoding: str = ABLATION.decoding  # greedy, or compat: sampling at `temperature`, seeded by `seed`
+    temperature: float = ABLATION.temperature
+    seed: int = RUN.seed
+    likelihood: bool = ABLATION.likelihood  # also the reference answer's teacher-forced log-likelihood
+    value: float = ABLATION.value  # what a deactivated neuron outputs
 
     def __post_init__(self) -> None:
         if self.decoding not in (GREEDY, COMPAT):
             raise AblationError(f"decoding must be {GREEDY!r} or {COMPAT!r}, got {self.decoding!r}")
-        fields = {name for _, name, _, _ in string.Formatter().parse(self.prompt) if name}
-        if "question" not in fields:
-            raise AblationError(f"the prompt template needs a {{question}} field: {self.prompt!r}")
-
-
-def _options(options) -> str:
-    if isinstance(options, dict):
-        return "\n".join(f"{key}. {text}" for key, text in options.items())
-    return "\n".join(f"{letter}. {text}" for letter, text in zip(string.ascii_uppercase, options))
-
-
-def format_prompt(processor, model_type: str, settings: Settings, sample: Sample) -> str:
-    """The sample's prompt: the template filled in, then the chat template or the model's image prompt."""
-    fields = {key: value for key, value in sample.meta.items() if isinstance(value, (str, int, float))}
-    if "options" in sample.meta:
-        fields["options"] = _options(sample.meta["options"])
-    try:
-        text = settings.prompt.format(**{**fields, "question": sample.question})
-    except (KeyError, IndexError) as error:
-        raise AblationError(
-            f"sample {sample.sample_id} ({sample.domain}): the prompt template {settings.prompt!r} "
-            f"needs {error}, which the sample's meta lacks"
-        ) from None
-    if settings.chat:
-        return user_turn(processor, text.replace(IMAGE, "").strip())
-    return image_prompt(model_type, text if IMAGE in text else f"{IMAGE}\n{text}")
-
-
-def check_selection(selection: Selection, sites) -> None:
-    """Every site of the neuron file exists in the model with the same layers and width."""
-    model_sites = {site.name: site for site in sites}
-    for name, info in selection.sites.items():
-        site = model_sites.get(name)
-        if site is None:
-            raise AblationError(f"the neuron file's site '{name}' is not a site of the model ({sorted(model_sites)})")
-        if (site.layers, site.width) != (info.layers, info.width):
-            raise AblationError(
-                f"the neuron file's site '{name}' has {info.layers} layers x {info.width} neurons, "
-                f"the model's has {site.layers} x {site.width}"
-            )
+        check_template(self.prompt)
 
 
 def run_ablation(
@@ -113,40 +75,29 @@ def run_ablation(
     if len(set(ids)) != len(ids):
         raise AblationError(f"duplicate sample ids in domain {domain}")
     sites = resolve_sites(model)
-    check_selection(selection, sites)
+    selection.check_sites(sites)
     neurons = condition.neurons(selection, domain)
     deactivation = Deactivation(sites, neurons, settings.value)
 
     kept, images, skipped = decode_images(samples)
     model_type = model.config.model_type
-    prompts = [format_prompt(processor, model_type, settings, sample) for sample in kept]
+    prompts = [build_prompt(processor, model_type, settings.prompt, sample, settings.chat) for sample in kept]
     references = [reference_answer(sample.answers) if sample.answers else None for sample in kept]
     missing = [sample.sample_id for sample, answer in zip(kept, references) if answer is None]
     if missing:
         raise AblationError(f"domain {domain}: samples without reference answers: {missing[:5]}")
 
-    tokenizer = processor.tokenizer
-    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    try:
-        with deactivation:
-            predictions = generate_answers(
-                model,
-                processor,
-                prompts,
-                images,
-                settings.batch_size,
-                settings.max_new_tokens,
-                progress,
-                temperature=settings.temperature if settings.decoding == COMPAT else None,
-                seed=settings.seed,
-            )
-            likelihoods = (
-                answer_loglik(model, processor, prompts, images, references, settings.batch_size, progress)
-                if settings.likelihood
-                else [(None, None)] * len(kept)
-            )
-    finally:
-        tokenizer.padding_side = padding_side
+    temperature = settings.temperature if settings.decoding == COMPAT else None
+    decoding = decoding_settings(model, processor, settings.max_new_tokens, temperature)
+    with deactivation:
+        predictions = generate_answers(
+            model, processor, prompts, images, decoding, settings.batch_size, progress, seed=settings.seed
+        )
+        likelihoods = (
+            answer_loglik(model, processor, prompts, images, references, settings.batch_size, progress)
+            if settings.likelihood
+            else [(None, None)] * len(kept)
+        )
 
     identity = {
         "model": model_name,
@@ -159,6 +110,8 @@ def run_ablation(
         "deactivated": deactivation.count,
         "selection": {"model": selection.model, **selection.parameters},
         "settings": asdict(settings),
+        "generation": decoding,
+        "dtype": str(model.dtype).removeprefix("torch."),
     }
     records = [
         {

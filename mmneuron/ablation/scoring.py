@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mmneuron.ablation.conditions import OWN, RANDOM
 from mmneuron.ablation.run import AblationError, read_answers
+from mmneuron.conditions import OWN, RANDOM
 from mmneuron.vqa.effects import SCORE_COLUMNS, score_table, summarize_random_controls
 from mmneuron.vqa.metrics import get_metric
 

@@ -1,12 +1,76 @@
-"""The `mmneuron` subcommands, one module each, and the argument parsing they share."""
+"""The ``mmneuron`` subcommands, one module each, and the argument handling they share.
+
+Command modules import only the standard library and ``mmneuron.defaults`` at the top, so that
+``mmneuron --help`` starts fast; torch, transformers and matplotlib are imported when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from mmneuron.defaults import RUN
+from mmneuron.errors import MmneuronError
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
-def key_values(pairs: list[str], option: str, form: str, command: str) -> dict[str, str]:
-    """``KEY=VALUE`` arguments as a dict; a malformed one ends the command, naming the option."""
+class CommandError(MmneuronError):
+    """A command-line value that cannot be used; the message names the option."""
+
+
+def key_values(pairs: list[str], option: str, form: str) -> dict[str, str]:
+    """``KEY=VALUE`` arguments as a dict; a malformed one is a :class:`CommandError` naming the option."""
     values = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key or not value:
-            raise SystemExit(f"mmneuron {command}: {option} expects {form}, got {pair!r}")
+            raise CommandError(f"{option} expects {form}, got {pair!r}")
         values[key] = value
     return values
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def share(text: str) -> float:
+    """A number in [0, 1] (a rate or a share)."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text}")
+    return value
+
+
+def device(text: str) -> str:
+    if not _DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, name_default: str) -> None:
+    """--model, --name, --device, --dtype and --threads, as every model-running command takes them."""
+    parser.add_argument("--model", required=True, help="model folder (save_pretrained) or a Hugging Face id")
+    parser.add_argument("--name", help=f"model name recorded in the outputs (default: {name_default})")
+    parser.add_argument(
+        "--device", type=device, default=RUN.device, help="auto (a GPU when there is one), cpu, cuda, cuda:N"
+    )
+    parser.add_argument(
+        "--dtype", choices=DTYPES, default=RUN.dtype, help="auto: bfloat16 on a GPU, float32 on the CPU"
+    )
+    parser.add_argument("--threads", type=positive_int, help="CPU threads of torch (default: torch's choice)")
+
+
+def load_model(args: argparse.Namespace):
+    """The model and processor the arguments of :func:`add_model_arguments` name."""
+    import torch
+
+    from mmneuron.models.loading import load_model as load
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return load(args.model, args.device, args.dtype)

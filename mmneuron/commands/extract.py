@@ -6,54 +6,57 @@ import argparse
 import logging
 from pathlib import Path
 
-import torch
+from mmneuron.defaults import ANYRES_PADDING, EXTRACTION
 
-from mmneuron.data.samples import read_samples
-from mmneuron.extract import DEFAULT_PROMPT, extract_counts, parse_shard, shard
-from mmneuron.models.loading import DTYPES, load_model
+from . import CommandError, add_model_arguments, load_model, positive_int, share
 
 log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("extract", help="count each MLP neuron's active token positions over a samples file")
-    parser.add_argument("--model", required=True, help="model folder or Hugging Face id")
+    add_model_arguments(parser, name_default="--model")
     parser.add_argument("--data", required=True, type=Path, help="samples file (.parquet)")
     parser.add_argument("--out", required=True, type=Path, help="counts file to write (.safetensors)")
-    parser.add_argument("--name", help="model name recorded in the counts (default: --model)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=positive_int, default=EXTRACTION.batch_size)
     parser.add_argument("--sites", nargs="+", metavar="SITE", help="sites to record (default: all of the model's)")
-    parser.add_argument("--limit", type=int, help="use only the first LIMIT samples (before sharding)")
+    parser.add_argument("--limit", type=positive_int, help="use only the first LIMIT samples (before sharding)")
     parser.add_argument(
         "--shard", default="1/1", help="count only shard i of n: the i-th contiguous block (default 1/1)"
     )
-    parser.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:N")
-    parser.add_argument(
-        "--dtype", default="auto", choices=["auto", *DTYPES], help="auto: bfloat16 on a GPU, float32 on CPU"
-    )
     parser.add_argument(
         "--prompt",
-        default=DEFAULT_PROMPT,
-        help=r"statistics prompt; {question} is replaced, <image> marks the image, \n is a newline",
+        default=EXTRACTION.prompt,
+        help=r"statistics prompt: {question}, {options}, meta fields; <image> marks the image; \n is a newline",
     )
     parser.add_argument(
-        "--max-bad-share", type=float, default=0.0, help="fail when more than this share of samples has a bad image"
+        "--anyres-padding",
+        choices=ANYRES_PADDING,
+        default=EXTRACTION.anyres_padding,
+        help="LLaVA-NeXT's tile padding in the vision tower and projector: skip (not counted) or count "
+        "(the authors' code); default %(default)s",
     )
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument(
+        "--max-bad-share",
+        type=share,
+        default=EXTRACTION.max_bad_share,
+        help="fail when more than this share of samples has a bad image",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from mmneuron.data.samples import read_samples
+    from mmneuron.extract import extract_counts, parse_shard, shard
+
     index, count = parse_shard(args.shard)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.limit is not None and args.limit < 0:
-        raise ValueError(f"--limit must not be negative, got {args.limit}")
     every = read_samples(args.data, limit=args.limit)
+    if not every:
+        raise CommandError(f"--data: no samples in {args.data}")
     samples = shard(every, index, count)
     domains = {sample.domain for sample in every}  # known even when this shard is empty
-    model, processor = load_model(args.model, device=args.device, dtype=args.dtype)
+    model, processor = load_model(args)
     log.info(
         "%s on %s (%s): %d samples of %s, shard %s",
         args.model,
@@ -71,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         sites=args.sites,
         max_bad_share=args.max_bad_share,
+        anyres_padding=args.anyres_padding,
         progress=not args.no_progress,
         model_name=args.name or args.model,
         domain=domains.pop() if len(domains) == 1 else None,

@@ -8,10 +8,9 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from ..data.samples import read_samples
-from ..lens import DEFAULT_PROMPT, run_lens
-from ..models.loading import load_model
-from ..stages import StageRule, stage_table
+from mmneuron.defaults import LENS
+
+from . import CommandError, add_model_arguments, load_model, positive_int, share
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="logit lens: entropy of each LLM layer's decoded distribution, per domain and token scope",
         description="Outputs not named go beside --out: {stem}_stages.csv and {stem}_examples.json.",
     )
-    parser.add_argument(
-        "--model", required=True, help="model folder (save_pretrained) or a Hugging Face id in the local cache"
-    )
+    add_model_arguments(parser, name_default="the model folder's name")
     parser.add_argument(
         "--data",
         nargs="+",
@@ -37,36 +34,41 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--examples", type=Path, help="JSON of per-sample top tokens per layer")
     parser.add_argument("--stages", type=Path, help="CSV of the stage boundaries per domain")
     parser.add_argument("--figures", type=Path, help="folder for the figures (PNG and PDF); none if omitted")
-    parser.add_argument("--limit", type=int, help="samples per file (default: all)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--limit", type=positive_int, help="samples per file (default: all)")
+    parser.add_argument("--batch-size", type=positive_int, default=LENS.batch_size)
     parser.add_argument(
-        "--chunk-size", type=int, default=4096, help="positions decoded at once (memory: chunk x vocabulary logits)"
+        "--chunk-size",
+        type=positive_int,
+        default=LENS.chunk_size,
+        help="positions decoded at once (memory: chunk x vocabulary logits)",
     )
-    parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="prompt template with {question} and one <image>")
-    parser.add_argument("--chat", action="store_true", help="wrap the prompt as a user turn of the chat template")
+    parser.add_argument(
+        "--prompt", default=LENS.prompt, help="prompt template: {question}, {options}, meta fields; at most one <image>"
+    )
+    parser.add_argument(
+        "--chat",
+        action=argparse.BooleanOptionalAction,
+        default=LENS.chat,
+        help="wrap the prompt as a user turn of the chat template",
+    )
     parser.add_argument("--examples-per-domain", type=int, default=2)
-    parser.add_argument("--top-tokens", type=int, default=5, help="most frequent top tokens listed per row")
-    parser.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:N")
-    parser.add_argument(
-        "--dtype", default="auto", help="auto (bfloat16 on a GPU, else float32), float32, bfloat16, float16"
-    )
-    parser.add_argument("--name", help="model name recorded in the outputs (default: the folder's name)")
-    rule = StageRule()
+    parser.add_argument("--top-tokens", type=positive_int, default=5, help="most frequent top tokens listed per row")
+    rule = LENS.stages
     parser.add_argument(
         "--start-fraction",
-        type=float,
+        type=share,
         default=rule.start_fraction,
         help="stage rule: share of the entropy fall that starts processing (default %(default)s)",
     )
     parser.add_argument(
         "--min-rise",
-        type=float,
+        type=share,
         default=rule.min_rise,
         help="stage rule: final rise, as a share of the fall, for token selection (default %(default)s)",
     )
     parser.add_argument(
         "--flat-tolerance",
-        type=float,
+        type=share,
         default=rule.flat_tolerance,
         help="stage rule: change, as a share of the largest entropy, treated as none (default %(default)s)",
     )
@@ -74,17 +76,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mmneuron.data.samples import read_samples
+    from mmneuron.lens import run_lens
+    from mmneuron.plots.lens import plot_all
+    from mmneuron.stages import StageRule, stage_table
+
     rule = StageRule(args.start_fraction, args.min_rise, args.flat_tolerance)
     samples = [s for path in args.data for s in read_samples(path, args.limit)]
     if not samples:
-        raise SystemExit(f"mmneuron lens: no samples in {[str(p) for p in args.data]}")
+        raise CommandError(f"--data: no samples in {', '.join(map(str, args.data))}")
     name = args.name or Path(args.model).name
-    model, processor = load_model(args.model, args.device, args.dtype)
+    model, processor = load_model(args)
     result = run_lens(
         model,
         processor,
         samples,
-        args.prompt,
+        args.prompt.replace("\\n", "\n"),
         batch_size=args.batch_size,
         chunk_size=args.chunk_size,
         chat=args.chat,
@@ -99,22 +106,15 @@ def run(args: argparse.Namespace) -> int:
     stages.to_csv(args.stages or args.out.with_name(f"{args.out.stem}_stages.csv"), index=False)
     examples_path = args.examples or args.out.with_name(f"{args.out.stem}_examples.json")
     examples_path.parent.mkdir(parents=True, exist_ok=True)
-    examples_path.write_text(
-        json.dumps(
-            {
-                "model": name,
-                "settings": {**result.settings, "stage_rule": asdict(rule)},
-                "samples": dict(result.accumulator.samples),
-                "skipped": result.skipped,
-                "examples": result.examples,
-            },
-            indent=1,
-            ensure_ascii=False,
-        )
-    )
+    summary = {
+        "model": name,
+        "settings": {**result.settings, "stage_rule": asdict(rule)},
+        "samples": dict(result.accumulator.samples),
+        "skipped": result.skipped,
+        "examples": result.examples,
+    }
+    examples_path.write_text(json.dumps(summary, indent=1, ensure_ascii=False))
     if args.figures:
-        from ..plots.lens import plot_all  # here, not at the top: every mmneuron command imports this module
-
         plot_all(table, result.examples, args.figures, rule, title=name)
     for row in stages.itertuples():
         log.info("%s: %s", row.domain, row.note)

@@ -6,8 +6,6 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..counts import Counts, CountsError, merge
-
 log = logging.getLogger(__name__)
 
 
@@ -19,10 +17,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        merged = merge([Counts.load(path) for path in args.files])
-    except CountsError as exc:
-        raise SystemExit(f"mmneuron merge: {exc}") from None
+    from mmneuron.counts import Counts, merge
+
+    merged = merge([Counts.load(path) for path in args.files])
     merged.save(args.out)
     log.info("merged %d files (%d samples of %s) into %s", len(args.files), merged.samples, merged.domain, args.out)
     return 0

@@ -6,11 +6,12 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..ablation.run import AblationError
-from ..ablation.scoring import LINGO_JUDGE, load_runs, score_runs, summarize_random
-from . import key_values
+from mmneuron.defaults import ABLATION, RUN
+
+from . import CommandError, device, key_values, positive_int
 
 log = logging.getLogger(__name__)
+LINGO_JUDGE = "lingo_judge"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -27,32 +28,41 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="DOMAIN=METRIC",
         help=f"metric per domain: a name of mmneuron.vqa.metrics or {LINGO_JUDGE}",
     )
+    parser.add_argument(
+        "--breakdown",
+        nargs="*",
+        default=[],
+        metavar="DOMAIN=META_KEY",
+        help="also score each value of a sample meta field apart, e.g. rs=question_type",
+    )
     parser.add_argument("--out", required=True, type=Path, help="tidy score CSV")
     parser.add_argument("--random-out", type=Path, help="random-control summary CSV")
     parser.add_argument("--figures", type=Path, help="folder for the figures (PNG and PDF); none if omitted")
     parser.add_argument("--judge", help=f"Lingo-Judge folder or id, for domains scored by {LINGO_JUDGE}")
-    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    parser.add_argument("--device", default="cpu", help="device of the judge")
+    parser.add_argument(
+        "--n-boot", type=positive_int, default=ABLATION.n_boot, help="bootstrap resamples (%(default)s)"
+    )
+    parser.add_argument("--seed", type=int, default=RUN.seed, help="bootstrap seed")
+    parser.add_argument("--device", type=device, default="cpu", help="device of the judge")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    metrics = key_values(args.metrics, "--metrics", "DOMAIN=METRIC", "score")
+    from mmneuron.ablation.scoring import load_runs, score_runs, summarize_random
+    from mmneuron.plots.ablation import plot_all
+
+    metrics = key_values(args.metrics, "--metrics", "DOMAIN=METRIC")
+    breakdown = key_values(args.breakdown, "--breakdown", "DOMAIN=META_KEY")
     judge = None
     if LINGO_JUDGE in metrics.values():
         if not args.judge:
-            raise SystemExit(f"mmneuron score: a domain is scored by {LINGO_JUDGE}; give --judge")
-        from ..vqa.judge import JudgeUnavailable, LingoJudge
+            raise CommandError(f"--metrics: a domain is scored by {LINGO_JUDGE}; give --judge")
+        from mmneuron.vqa.judge import LingoJudge
 
-        try:
-            judge = LingoJudge.load(args.judge, device=args.device)
-        except JudgeUnavailable as error:
-            raise SystemExit(f"mmneuron score: {error}") from None
-    try:
-        table = score_runs(load_runs(args.answers), metrics, judge=judge, n_boot=args.n_boot, seed=args.seed)
-    except (AblationError, ValueError) as error:
-        raise SystemExit(f"mmneuron score: {error}") from None
+        judge = LingoJudge.load(args.judge, device=args.device)
+    table = score_runs(
+        load_runs(args.answers), metrics, judge=judge, n_boot=args.n_boot, seed=args.seed, breakdown=breakdown
+    )
     summary = summarize_random(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
@@ -60,8 +70,6 @@ def run(args: argparse.Namespace) -> int:
     random_out.parent.mkdir(parents=True, exist_ok=True)
     summary.to_csv(random_out, index=False)
     if args.figures:
-        from ..plots.ablation import plot_all  # here, not at the top: every mmneuron command imports this module
-
         plot_all(table, summary, args.figures)
     log.info(
         "%d score row(s) from %d file(s) -> %s; %d random-control row(s) -> %s",

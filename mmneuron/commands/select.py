@@ -6,11 +6,9 @@ import argparse
 import logging
 from pathlib import Path
 
-import pandas as pd
+from mmneuron.defaults import SCOPES, SELECTION
 
-from ..counts import SCOPES, CountsError, load_many
-from ..neuron_stats import stats_table
-from ..selection import DEFAULTS, SelectionError, select
+from . import CommandError, share
 
 log = logging.getLogger(__name__)
 
@@ -32,23 +30,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, type=Path, help="neurons.json to write")
     parser.add_argument(
         "--top-rate",
-        type=float,
-        default=DEFAULTS["top_rate"],
-        help="share of each site's neurons to select (default %(default)s)",
+        type=share,
+        default=SELECTION.top_rate,
+        help="share of each site's neurons to select (%(default)s)",
     )
     parser.add_argument(
         "--filter-rate",
-        type=float,
-        default=DEFAULTS["filter_rate"],
-        help="percentile of p a candidate must exceed in some domain (default %(default)s)",
+        type=share,
+        default=SELECTION.filter_rate,
+        help="percentile of p a candidate must exceed in some domain (%(default)s)",
     )
     parser.add_argument(
         "--assign-rate",
-        type=float,
-        default=DEFAULTS["assign_rate"],
-        help="percentile of p a neuron must exceed to belong to a domain (default %(default)s)",
+        type=share,
+        default=SELECTION.assign_rate,
+        help="percentile of p a neuron must exceed to belong to a domain (%(default)s)",
     )
-    parser.add_argument("--scope", choices=SCOPES, default=DEFAULTS["scope"], help="token positions counted")
+    parser.add_argument(
+        "--scope",
+        choices=SCOPES,
+        default=SELECTION.scope,
+        help="token positions counted, at the sites that have them (others: all); default %(default)s",
+    )
     parser.add_argument("--table", type=Path, help="tidy CSV, one row per selected neuron")
     parser.add_argument("--lape-dir", type=Path, help="folder for the LAPE-compatible lape_{site}.pt")
     parser.add_argument("--half-a", nargs="+", type=Path, metavar="FILE", help="counts of one half of the samples")
@@ -59,29 +62,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except (CountsError, SelectionError) as exc:
-        raise SystemExit(f"mmneuron select: {exc}") from None
+    from mmneuron.counts import load_many
+    from mmneuron.neuron_stats import stats_table
+    from mmneuron.plots.neurons import plot_all
+    from mmneuron.selection import select
 
-
-def _run(args: argparse.Namespace) -> int:
     if (args.half_a is None) != (args.half_b is None):
-        raise SystemExit("mmneuron select: --half-a and --half-b go together")
+        raise CommandError("--half-a and --half-b go together")
     out: Path = args.out
-    rates = {
-        "top_rate": args.top_rate,
-        "filter_rate": args.filter_rate,
-        "assign_rate": args.assign_rate,
-        "scope": args.scope,
-    }
-    selection = select(list(load_many(args.counts).values()), **rates)
+    rates = {"top_rate": args.top_rate, "filter_rate": args.filter_rate, "assign_rate": args.assign_rate}
+    selection = select(list(load_many(args.counts).values()), **rates, scope=args.scope)
     halves = None
     if args.half_a is not None:
-        halves = tuple(select(list(load_many(files).values()), **rates) for files in (args.half_a, args.half_b))
+        halves = tuple(
+            select(list(load_many(files).values()), **rates, scope=args.scope) for files in (args.half_a, args.half_b)
+        )
         for name, half in zip(("--half-a", "--half-b"), halves):
             if half.domains != selection.domains:
-                raise SystemExit(f"mmneuron select: {name} covers domains {half.domains}, --counts {selection.domains}")
+                raise CommandError(f"{name} covers domains {half.domains}, --counts {selection.domains}")
     stats = stats_table(selection, halves)
 
     selection.save(out)
@@ -89,13 +87,12 @@ def _run(args: argparse.Namespace) -> int:
     _write_csv(stats, args.stats or out.parent / "neuron_stats.csv")
     for site in selection.sites:
         selection.save_lape(site, (args.lape_dir or out.parent) / f"lape_{site}.pt")
-    from ..plots.neurons import plot_all  # here, not at the top: every mmneuron command imports this module
-
     plot_all(selection, args.figures or out.parent / "figures")
     for name, site in sorted(selection.sites.items()):
         log.info(
-            "%s: %d of k=%d selected (%d candidates); per domain %s",
+            "%s (scope %s): %d of k=%d selected (%d candidates); per domain %s",
             name,
+            site.scope,
             len(site.selected),
             site.k,
             site.candidates,
@@ -104,6 +101,6 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+def _write_csv(frame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path, index=False)

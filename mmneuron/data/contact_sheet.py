@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never open a window
 import matplotlib.pyplot as plt
 
-from mmneuron.data.samples import Sample, decode_image
+from mmneuron.data.samples import Sample, SampleError, decode_image
 from mmneuron.data.synthetic import DOMAIN_NAMES
 
 CELL_INCHES = (1.9, 2.3)  # width, height of one image with its caption
@@ -22,7 +22,7 @@ def write_contact_sheet(samples_by_domain: dict[str, list[Sample]], path: str | 
         raise ValueError(f"per_domain must be at least 1, got {per_domain}")
     rows = [(domain, samples[:per_domain]) for domain, samples in samples_by_domain.items()]
     if not rows:
-        raise ValueError("no samples to draw")
+        raise SampleError(f"{path}: no samples to draw")
     figure, axes = plt.subplots(
         len(rows), per_domain, figsize=(CELL_INCHES[0] * per_domain + 0.6, CELL_INCHES[1] * len(rows)), squeeze=False
     )

@@ -18,6 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from mmneuron.errors import MmneuronError
+
 log = logging.getLogger(__name__)
 
 SCHEMA = pa.schema(
@@ -33,7 +35,7 @@ SCHEMA = pa.schema(
 COLUMNS = tuple(SCHEMA.names)
 
 
-class SampleError(ValueError):
+class SampleError(MmneuronError):
     """A sample or a samples file that cannot be used; the message names the file and sample."""
 
 
@@ -78,7 +80,10 @@ def read_samples(path: str | Path, limit: int | None = None) -> list[Sample]:
     path = Path(path)
     if not path.exists():
         raise SampleError(f"samples file not found: {path}")
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as error:
+        raise SampleError(f"{path}: not a readable parquet samples file ({type(error).__name__})") from None
     missing = [name for name in COLUMNS if name not in table.column_names]
     if missing:
         raise SampleError(f"{path}: missing column(s) {missing}; expected {list(COLUMNS)}")

@@ -22,8 +22,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from mmneuron.data.samples import Sample, encode_png
+from mmneuron.defaults import DEMO_DOMAINS
+from mmneuron.errors import MmneuronError
 
-DOMAINS = ("ad", "med", "rs", "com", "doc")
+DOMAINS = DEMO_DOMAINS
 DOMAIN_NAMES = {
     "ad": "autonomous driving",
     "med": "medical",
@@ -48,6 +50,10 @@ YES_NO = ("yes", "no")
 SIDES = ("left", "right")
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in layout units, x1/y1 exclusive
+
+
+class SyntheticError(MmneuronError):
+    """Arguments the synthetic domains cannot be drawn with; the message names the argument."""
 
 
 class LayoutError(RuntimeError):
@@ -107,7 +113,7 @@ QUESTIONS: dict[str, tuple[QuestionType, ...]] = {
 
 def _check_domain(domain: str) -> None:
     if domain not in QUESTIONS:
-        raise ValueError(f"unknown synthetic domain {domain!r}; known domains: {', '.join(DOMAINS)}")
+        raise SyntheticError(f"unknown synthetic domain {domain!r}; known domains: {', '.join(DOMAINS)}")
 
 
 def question_types(domain: str) -> tuple[str, ...]:
@@ -121,7 +127,7 @@ def answer_set(domain: str, question_type: str) -> tuple[str, ...]:
     for qtype in QUESTIONS[domain]:
         if qtype.name == question_type:
             return qtype.answers
-    raise ValueError(f"unknown question type {question_type!r} for {domain}; known: {question_types(domain)}")
+    raise SyntheticError(f"unknown question type {question_type!r} for {domain}; known: {question_types(domain)}")
 
 
 def vocabulary() -> list[str]:
@@ -160,13 +166,13 @@ def generate(domain: str, split: str, n: int, seed: int = 0, image_size: int = 6
     """
     _check_domain(domain)
     if not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        raise SyntheticError(f"n must be a non-negative integer, got {n!r}")
     if not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
-        raise ValueError(f"image_size must be an integer >= {MIN_IMAGE_SIZE}, got {image_size!r}")
+        raise SyntheticError(f"image_size must be an integer >= {MIN_IMAGE_SIZE}, got {image_size!r}")
     if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise SyntheticError(f"seed must be a non-negative integer, got {seed!r}")
     if not isinstance(split, str) or not split:
-        raise ValueError(f"split must be a non-empty string, got {split!r}")
+        raise SyntheticError(f"split must be a non-empty string, got {split!r}")
 
     key = (seed, DOMAINS.index(domain), _stable_hash(split))
     deck = _deck(domain)

@@ -15,13 +15,14 @@ from collections.abc import Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
+from mmneuron.errors import MmneuronError
 from mmneuron.hooks.context import ForwardHooks
 from mmneuron.models.sites import ResolvedSite, resolve_sites
 
 Neurons = Mapping[str, Iterable[tuple[int, int]]]  # site -> (layer, neuron) pairs
 
 
-class DeactivationError(ValueError):
+class DeactivationError(MmneuronError):
     """A neuron set that does not fit the model's sites, or a hook that meets an unexpected output."""
 
 

@@ -9,7 +9,8 @@ Which positions count is set by the caller before each forward, per kind of posi
 scope of its own, while scope ``all`` is the sum of the parts::
 
     language      parts image, text   -> scopes all, image, text
-    vision, query part  image         -> scopes all, image (equal)
+    vision, features, query
+                  part  image         -> scopes all, image (equal)
     instruction   part  text          -> scopes all, text (equal)
 
 A part's mask is a bool tensor with one entry per position of the module output (its leading
@@ -26,7 +27,13 @@ import torch
 from mmneuron.hooks.context import ForwardHooks
 from mmneuron.models.sites import ResolvedSite
 
-PARTS = {"language": ("image", "text"), "vision": ("image",), "query": ("image",), "instruction": ("text",)}
+PARTS = {
+    "language": ("image", "text"),
+    "vision": ("image",),
+    "features": ("image",),
+    "query": ("image",),
+    "instruction": ("text",),
+}
 # float32 adds integers exactly up to 2**24; larger inputs are counted in chunks of rows, which
 # also bounds the temporary 0/1 matrix to about 2**26 entries.
 _EXACT_ROWS = 2**24

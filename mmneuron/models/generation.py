@@ -1,7 +1,10 @@
-"""Batched answering: prompts with one image each, left-padded, as `generate` expects.
+"""Batched answering: one image per prompt, left-padded through the input path, decoding pinned.
 
 Greedy by default; with a ``temperature`` the answers are sampled from a generator seeded with
-``seed`` (the global RNG is left as it was).
+``seed`` (the global RNG is left as it was). Every setting that shapes decoding is passed
+explicitly (:func:`decoding_settings`), so a checkpoint's ``generation_config.json`` (beam search,
+a repetition penalty, sampling defaults) cannot change the answers; only the end-of-sequence and
+padding token ids come from the checkpoint.
 """
 
 from __future__ import annotations
@@ -11,36 +14,45 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
-from transformers import BatchFeature
+
+from mmneuron.models.inputs import LEFT, encode
+
+# Sampling as the authors' code sampled, at transformers' own defaults for the rest.
+SAMPLING = {"top_k": 50, "top_p": 1.0}
+NEUTRAL = {
+    "num_beams": 1,
+    "repetition_penalty": 1.0,
+    "length_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "min_new_tokens": 0,
+    "typical_p": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "encoder_repetition_penalty": 1.0,
+    "renormalize_logits": False,
+}
 
 
-def user_turn(processor, text: str) -> str:
-    """``text`` as one user turn with an image, in the processor's chat template, ready for an answer."""
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
-    return processor.apply_chat_template(messages, add_generation_prompt=True)
+def _token_ids(model, processor) -> dict:
+    """End-of-sequence and padding ids: the checkpoint's generation config, else its tokenizer's."""
+    own = model.generation_config
+    tokenizer = processor.tokenizer
+    eos = own.eos_token_id if own.eos_token_id is not None else tokenizer.eos_token_id
+    pad = own.pad_token_id if own.pad_token_id is not None else tokenizer.pad_token_id
+    return {"eos_token_id": eos, "pad_token_id": pad if pad is not None else eos}
 
 
-def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions counted from each row's first real token, as `generate` computes them for left padding."""
-    positions = attention_mask.long().cumsum(-1) - 1
-    return positions.masked_fill(attention_mask == 0, 0)
-
-
-def encode(processor, images: Sequence[Image.Image], texts: Sequence[str], model) -> BatchFeature:
-    """One batch as the processor makes it, padded, on the model's device with pixels in its dtype.
-
-    A Q-Former's instruction tokens (InstructBLIP) are moved to the right of their padding: the
-    processor pads them on the language tokenizer's side, and on the left BERT's absolute position
-    embeddings would shift with the batch's longest instruction.
-    """
-    inputs = processor(images=list(images), text=list(texts), padding=True, return_tensors="pt")
-    inputs.pop("labels", None)  # PaliGemma's processor adds labels
-    if "qformer_attention_mask" in inputs:
-        mask = inputs["qformer_attention_mask"].bool()
-        order = torch.argsort((~mask).int(), dim=1, stable=True)  # real tokens first, in their order
-        inputs["qformer_input_ids"] = inputs["qformer_input_ids"].gather(1, order)
-        inputs["qformer_attention_mask"] = inputs["qformer_attention_mask"].gather(1, order)
-    return inputs.to(model.device).to(model.dtype)  # .to(dtype) casts only the floating tensors (pixels)
+def decoding_settings(model, processor, max_new_tokens: int, temperature: float | None = None) -> dict:
+    """Every decoding setting ``generate`` gets: greedy, or sampling at ``temperature``; recorded with the answers."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if temperature is not None and temperature <= 0:
+        raise ValueError(f"a sampling temperature must be positive, got {temperature}")
+    if temperature is None:
+        sampling = {"do_sample": False, "temperature": 1.0, "top_k": None, "top_p": 1.0}
+    else:
+        sampling = {"do_sample": True, "temperature": float(temperature), **SAMPLING}
+    return {"max_new_tokens": max_new_tokens, **sampling, **NEUTRAL, **_token_ids(model, processor)}
 
 
 @torch.no_grad()
@@ -49,30 +61,25 @@ def generate_answers(
     processor,
     prompts: Sequence[str],
     images: Sequence[Image.Image],
+    settings: dict,
     batch_size: int = 16,
-    max_new_tokens: int = 8,
     progress: bool = True,
-    temperature: float | None = None,
     seed: int = 0,
 ) -> list[str]:
-    """Answers (special tokens stripped) for each (prompt, image) pair, in order: greedy, or
-    sampled at ``temperature`` when one is given."""
+    """Answers (special tokens stripped) for each (prompt, image) pair, in order, decoded with
+    ``settings`` (:func:`decoding_settings`)."""
     if len(prompts) != len(images):
         raise ValueError(f"{len(prompts)} prompts but {len(images)} images")
-    if processor.tokenizer.padding_side != "left":
-        raise ValueError("generation needs a left-padding tokenizer (padding_side='left')")
-    if temperature is not None and temperature <= 0:
-        raise ValueError(f"a sampling temperature must be positive, got {temperature}")
-    decoding = {"do_sample": False} if temperature is None else {"do_sample": True, "temperature": temperature}
     model.eval()
     answers = []
-    starts = range(0, len(prompts), batch_size)
     devices = [model.device] if model.device.type != "cpu" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        for start in tqdm(starts, desc="generate", unit="batch", disable=not progress):
-            inputs = encode(processor, images[start : start + batch_size], prompts[start : start + batch_size], model)
-            output = model.generate(**inputs, max_new_tokens=max_new_tokens, **decoding)
+        for start in tqdm(range(0, len(prompts), batch_size), desc="generate", unit="batch", disable=not progress):
+            batch = slice(start, start + batch_size)
+            inputs = encode(model, processor, images[batch], prompts[batch], padding_side=LEFT).inputs
+            inputs.pop("position_ids", None)  # generate counts positions from the attention mask itself
+            output = model.generate(**inputs, **settings)
             new_tokens = output[:, inputs["input_ids"].shape[1] :]
             answers += [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]
     return answers

@@ -5,15 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, ProcessorMixin
 
+from mmneuron.errors import MmneuronError
 from mmneuron.models.processors import IMAGE_ONLY_PROCESSORS
 from mmneuron.models.sites import SUPPORTED_MODEL_TYPES
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(MmneuronError):
     """A model that cannot be loaded; the message names the path or id."""
 
 
@@ -61,10 +63,13 @@ def load_model(
             f"{name}: unsupported model type {config.model_type!r}; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
         )
     target = resolve_device(device)
-    model = AutoModelForImageTextToText.from_pretrained(name, dtype=resolve_dtype(dtype, target))
-    model = model.to(target).eval()
     processor_class = IMAGE_ONLY_PROCESSORS.get(config.model_type, AutoProcessor)
-    processor = processor_class.from_pretrained(name)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(name, dtype=resolve_dtype(dtype, target))
+        processor = processor_class.from_pretrained(name)
+    except (OSError, ValueError, SafetensorError) as error:
+        raise ModelLoadError(f"cannot load the model or processor of {name!r}: {error}") from None
+    model = model.to(target).eval()
     if not isinstance(processor, ProcessorMixin):
         raise ModelLoadError(
             f"{name}: expected a multimodal processor (images and text), got {type(processor).__name__}"

@@ -8,8 +8,10 @@ Each site states which token positions its module sees (``POSITIONS``):
 
 - ``language``: the language model's sequence; padding excluded, split by the image token into
   image and text positions;
-- ``vision``: image positions only (vision tower patches, projector features); the models drop
-  padded crops and images before these modules, so every position counts;
+- ``vision``: the vision tower's positions (per image or tile: its prefix tokens such as CLIP's
+  CLS, then its patches); the models drop padded crops and images before the tower, so every
+  position counts, except LLaVA-NeXT's tile padding (see ``mmneuron.models.inputs``);
+- ``features``: the projector's positions, the image features after the vision tower;
 - ``query``: the Q-Former's learned query tokens (image positions);
 - ``instruction``: the Q-Former's instruction tokens (text positions), masked by
   ``qformer_attention_mask``.
@@ -29,12 +31,13 @@ from dataclasses import dataclass
 from torch import nn
 
 from mmneuron.counts import SiteInfo
+from mmneuron.errors import MmneuronError
 
-POSITIONS = ("language", "vision", "query", "instruction")
+POSITIONS = ("language", "vision", "features", "query", "instruction")
 IMAGE = "<image>"
 
 
-class SiteError(ValueError):
+class SiteError(MmneuronError):
     """A model whose sites cannot be resolved; the message names the model type and site."""
 
 
@@ -52,6 +55,12 @@ class SiteSpec:
 class Architecture:
     sites: tuple[SiteSpec, ...]
     prompt: Callable[[str], str]  # "<image>\n..." -> the processor's prompt
+    # Position id of the first real token when padding precedes real tokens; None: the model
+    # computes its positions from the attention mask itself (Qwen2-VL's multimodal RoPE).
+    first_position: int | None = 0
+    # The answer scored after a prompt goes in as the processor's causal `suffix` (PaliGemma's
+    # prompt is a bidirectional prefix), not appended to the prompt text.
+    answer_as_suffix: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,10 +130,10 @@ _LLAVA_SITES = (
         "vision",
         inert=_after_feature_layer,
     ),
-    SiteSpec("projector", r"model\.multi_modal_projector\.act", "linear_1", "vision"),
+    SiteSpec("projector", r"model\.multi_modal_projector\.act", "linear_1", "features"),
 )
 _QWEN_LM = SiteSpec("lm", rf"model\.language_model\.layers\.{_LAYER}\.mlp\.act_fn", "gate_proj", "language")
-_QWEN_MERGER = SiteSpec("projector", r"model\.visual\.merger\.mlp\.1", "0", "vision")
+_QWEN_MERGER = SiteSpec("projector", r"model\.visual\.merger\.mlp\.1", "0", "features")
 _IDEFICS3 = Architecture(
     sites=(
         SiteSpec("lm", rf"model\.text_model\.layers\.{_LAYER}\.mlp\.act_fn", "gate_proj", "language"),
@@ -163,6 +172,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             _QWEN_MERGER,
         ),
         prompt=_qwen_prompt,
+        first_position=None,
     ),
     "qwen2_5_vl": Architecture(
         sites=(
@@ -171,6 +181,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             _QWEN_MERGER,
         ),
         prompt=_qwen_prompt,
+        first_position=None,
     ),
     "idefics3": _IDEFICS3,
     "smolvlm": _IDEFICS3,
@@ -180,6 +191,8 @@ ARCHITECTURES: dict[str, Architecture] = {
             SiteSpec("vision", rf"model\.vision_tower\.encoder\.layers\.{_LAYER}\.mlp\.activation_fn", "fc1", "vision"),
         ),
         prompt=_paligemma_prompt,
+        first_position=1,  # PaliGemma counts positions from 1
+        answer_as_suffix=True,
     ),
 }
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(ARCHITECTURES)

@@ -19,7 +19,11 @@ import torch
 from tqdm.auto import tqdm
 
 from mmneuron.data.samples import Sample, decode_image
-from mmneuron.models.generation import generate_answers, position_ids, user_turn
+from mmneuron.defaults import DEMO_MODEL, RUN
+from mmneuron.models.generation import decoding_settings, generate_answers
+from mmneuron.models.inputs import LEFT, answer_token_ids, build_prompt, encode, position_ids
+
+PROMPT = "{question}"  # the demo model is trained and evaluated on one chat turn per question
 
 log = logging.getLogger(__name__)
 IGNORE = -100
@@ -27,11 +31,11 @@ IGNORE = -100
 
 @dataclass
 class TrainSettings:
-    steps: int = 1500
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    warmup_steps: int = 50
-    seed: int = 0
+    steps: int = DEMO_MODEL.steps
+    batch_size: int = DEMO_MODEL.batch_size
+    learning_rate: float = DEMO_MODEL.learning_rate
+    warmup_steps: int = DEMO_MODEL.warmup_steps
+    seed: int = RUN.seed
 
 
 @dataclass
@@ -44,19 +48,22 @@ class Encoded:
     image_sizes: torch.Tensor
 
 
-def encode_training_samples(processor, samples: list[Sample], chunk: int = 256) -> Encoded:
+def prompts(processor, samples: list[Sample]) -> list[str]:
+    return [build_prompt(processor, "llava_next", PROMPT, sample, chat=True) for sample in samples]
+
+
+def encode_training_samples(model, processor, samples: list[Sample], chunk: int = 256) -> Encoded:
     tokenizer = processor.tokenizer
     input_ids, labels, pixels, sizes = [], [], [], []
     for start in tqdm(range(0, len(samples), chunk), desc="encode", unit="chunk"):
         part = samples[start : start + chunk]
-        prompts = [user_turn(processor, s.question) for s in part]
-        enc = processor(images=[decode_image(s) for s in part], text=prompts, return_tensors="pt", padding=True)
+        texts = prompts(processor, part)
+        enc = encode(model, processor, [decode_image(s) for s in part], texts, padding_side=LEFT).inputs
         pixels.append(enc["pixel_values"])
         sizes.append(enc["image_sizes"])
-        for row, mask, sample in zip(enc["input_ids"], enc["attention_mask"], part):
+        for row, mask, sample, text in zip(enc["input_ids"], enc["attention_mask"], part, texts):
             prompt = row[mask.bool()]
-            answer = tokenizer(" " + sample.answers[0], add_special_tokens=False, return_tensors="pt")["input_ids"][0]
-            answer = torch.cat([answer, torch.tensor([tokenizer.eos_token_id])])
+            answer = torch.tensor([*answer_token_ids(tokenizer, text, sample.answers[0]), tokenizer.eos_token_id])
             input_ids.append(torch.cat([prompt, answer]))
             labels.append(torch.cat([torch.full_like(prompt, IGNORE), answer]))
     return Encoded(input_ids, labels, torch.cat(pixels), torch.cat(sizes))
@@ -100,7 +107,7 @@ def answer_loss(
 
 def train(model, processor, samples: list[Sample], settings: TrainSettings) -> dict:
     """Train in place; returns a summary (seconds, final loss)."""
-    encoded = encode_training_samples(processor, samples)
+    encoded = encode_training_samples(model, processor, samples)
     pad = processor.tokenizer.pad_token_id
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
     generator = torch.Generator().manual_seed(settings.seed)
@@ -141,10 +148,9 @@ def train(model, processor, samples: list[Sample], settings: TrainSettings) -> d
 
 def evaluate(model, processor, samples: list[Sample], batch_size: int = 64) -> dict:
     """Greedy exact-match accuracy, overall and per domain (answers compare lower-cased and stripped)."""
-    prompts = [user_turn(processor, s.question) for s in samples]
-    predictions = generate_answers(
-        model, processor, prompts, [decode_image(s) for s in samples], batch_size, max_new_tokens=4
-    )
+    decoding = decoding_settings(model, processor, max_new_tokens=4)
+    images = [decode_image(s) for s in samples]
+    predictions = generate_answers(model, processor, prompts(processor, samples), images, decoding, batch_size)
     hits = defaultdict(list)
     for sample, prediction in zip(samples, predictions):
         hits[sample.domain].append(prediction.lower().strip() in {a.lower().strip() for a in sample.answers})

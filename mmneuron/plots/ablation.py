@@ -10,8 +10,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..ablation.conditions import NONE, OWN
 from ..ablation.scoring import LOGLIK
+from ..conditions import NONE, OWN
 from . import save_figure
 
 

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from ..ablation.conditions import NONE, OWN, RANDOM
+from ..conditions import NONE, OWN, RANDOM
 from . import save_figure
 
 METRICS = {"cosine": ("cosine_mean", "cosine similarity"), "rel_l2": ("rel_l2_mean", "relative L2 distance")}

@@ -16,12 +16,18 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from mmneuron.errors import MmneuronError
+
 LINGO_JUDGE_ID = "wayveai/Lingo-Judge"
 MAX_LENGTH = 128  # the truncation length of the LingoQA evaluation code
 
 
-class JudgeUnavailable(RuntimeError):
+class JudgeUnavailable(MmneuronError):
     """The judge model cannot be loaded; the other metrics can still be computed."""
+
+
+class JudgeInputError(MmneuronError):
+    """Answers the judge cannot score (a question without references)."""
 
 
 def _looks_like_path(path_or_id: str | Path) -> bool:
@@ -105,7 +111,7 @@ class LingoJudge:
         texts, owners = [], []
         for index, (question, references, prediction) in enumerate(zip(questions, references_list, predictions)):
             if isinstance(references, str) or not references:
-                raise ValueError(f"question {index} ({question!r}): references must be a non-empty list")
+                raise JudgeInputError(f"question {index} ({question!r}): references must be a non-empty list")
             for reference in references:
                 texts.append(self.input_text(question, reference, prediction, preprocess))
                 owners.append(index)

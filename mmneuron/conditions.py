@@ -5,7 +5,8 @@ A condition is named by the sites it deactivates: ``none``, one site (``lm``), s
 domain it deactivates a *source* domain's neurons in those sites - the evaluation domain itself,
 or another one for the cross-domain matrix - or, as the random control, as many random neurons
 per site and layer as that set has, drawn uniformly without replacement from the same site and
-layer with a seeded generator.
+layer with a generator seeded per (seed, site, evaluated and source domain, condition): every
+control is its own draw, the same in every stage that asks for it (ablation and perturbation).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mmneuron.errors import MmneuronError
 from mmneuron.selection import Selection
 
 NONE, ALL = "none", "all"
@@ -28,7 +30,7 @@ PAPER_CONDITIONS = {
 Pairs = list[tuple[int, int]]
 
 
-class ConditionError(ValueError):
+class ConditionError(MmneuronError):
     """A condition that cannot be applied: bad name, unknown site or domain."""
 
 
@@ -79,19 +81,23 @@ class Condition:
             own[site] = sorted(pairs)
         if self.seed is None:
             return own
-        return {site: random_control(own[site], selection.sites[site].width, site, self.seed) for site in sites}
+        identity = (self.name, source, domain)
+        return {
+            site: random_control(own[site], selection.sites[site].width, self.seed, site, *identity) for site in sites
+        }
 
 
-def random_control(pairs: Pairs, width: int, site: str, seed: int) -> Pairs:
+def random_control(pairs: Pairs, width: int, seed: int, site: str, *identity: str) -> Pairs:
     """As many neurons per layer as ``pairs`` has, drawn uniformly without replacement from the
-    layer's ``width`` neurons. The generator is seeded by ``seed`` and the site's name, so a
-    site's draw does not depend on which other sites a condition holds."""
+    layer's ``width`` neurons. The generator is seeded by ``seed``, the site's name and the
+    ``identity`` strings (condition, source and evaluated domain), so each (seed, site, domains,
+    condition) is an independent draw, reproducible on any machine."""
     per_layer: dict[int, int] = {}
     for layer, _ in pairs:
         per_layer[layer] = per_layer.get(layer, 0) + 1
     if any(count > width for count in per_layer.values()):
         raise ConditionError(f"site '{site}': more neurons in a layer than its width {width}")
-    rng = np.random.default_rng([seed, zlib.crc32(site.encode())])
+    rng = np.random.default_rng([seed, *(zlib.crc32(text.encode()) for text in (site, *identity))])
     drawn = []
     for layer in sorted(per_layer):
         drawn += [(layer, int(neuron)) for neuron in rng.choice(width, size=per_layer[layer], replace=False)]
