@@ -124,13 +124,37 @@ def test_levenshtein(first, second, distance):
 
 def test_anls_threshold():
     assert anls("abc", ["abd"]) == pytest.approx(1 - 1 / 3)
-    assert anls("ab", ["ac"]) == 0.0  # NL = 0.5 exactly: not < 0.5, so 0
-    assert anls("abcd", ["abxy"]) == 0.0  # NL = 0.5
-    assert anls("abcde", ["abcxy"]) == pytest.approx(0.6)  # NL = 0.4 < 0.5: kept
+    assert anls("abcde", ["abcxy"]) == pytest.approx(0.6)  # NL = 0.4 <= 0.5: kept
     assert anls("abcde", ["abxyz"]) == 0.0  # NL = 0.6
-    assert anls("abcdefg", ["abcdxyz"]) == pytest.approx(4 / 7)  # NL = 3/7 < 0.5
-    assert anls("abcdefgh", ["abcdwxyz"]) == 0.0  # NL = 4/8
-    assert anls("ab", ["ac"], threshold=0.6) == pytest.approx(0.5)
+    assert anls("abcdefg", ["abcdxyz"]) == pytest.approx(4 / 7)  # NL = 3/7
+    assert anls("ab", ["ac"], threshold=0.4) == 0.0
+    assert anls("abcde", ["abxyz"], threshold=0.6) == pytest.approx(0.4)
+
+
+def test_anls_keeps_a_similarity_of_exactly_one_half():
+    # The official DocVQA script and lmms-eval zero a similarity only when it is below 0.5.
+    assert anls("ac", ["ab"]) == 0.5  # 1 substitution / 2 characters
+    assert anls("abcd", ["abxy"]) == 0.5  # 2 / 4
+    assert anls("abcdefgh", ["abcdwxyz"]) == 0.5  # 4 / 8
+    assert anls("abcdefgh", ["abcvwxyz"]) == 0.0  # 5 / 8 > 0.5
+
+
+@pytest.mark.parametrize(
+    "prediction, references, expected",
+    [
+        ("Tuesday", ["tuesday"], 1.0),  # case is ignored
+        ("1995", ["1996"], 1 - 1 / 4),  # one substitution in 4 characters
+        ("1958", ["1985"], 1 - 2 / 4),  # two digits swapped: 2 substitutions, exactly 0.5, kept
+        ("45,000", ["$ 45,000"], 1 - 2 / 8),  # "$" and " " deleted; the longer text has 8 characters
+        ("Pizza", ["Pisa"], 1 - 2 / 5),  # s -> z, one z inserted
+        ("ITC Ltd", ["ITC Limited"], 1 - 4 / 11),  # i, m, i, e deleted from "limited"
+        ("28%", ["0.28"], 0.0),  # "0" and "." deleted, "%" inserted: 3 / 4 > 0.5
+        ("Pizza", ["Pizza Hut", "Pisa"], 1 - 2 / 5),  # best reference: "pisa" (0.6) beats "pizza hut" (5/9)
+        ("total   due", ["Total Due "], 1.0),  # whitespace stripped and collapsed
+    ],
+)
+def test_anls_docvqa_worked_examples(prediction, references, expected):
+    assert anls(prediction, references) == pytest.approx(expected)
 
 
 def test_anls_max_over_references_case_and_spaces():
@@ -145,6 +169,7 @@ def test_anls_compat_has_no_threshold():
     assert anls_compat("ab", ["ac"]) == pytest.approx(0.5)
     assert anls_compat("abcd", ["axyz"]) == pytest.approx(0.25)
     assert anls_compat("abc", ["xyz"]) == 0.0
+    assert anls_compat("abcdefgh", ["abcvwxyz"]) == pytest.approx(3 / 8)
 
 
 # --- exact match ----------------------------------------------------------------------------

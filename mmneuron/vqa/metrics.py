@@ -214,9 +214,10 @@ def anls(prediction: str, answers: Sequence[str] | str, threshold: float = 0.5) 
     """Average Normalised Levenshtein Similarity for one question (DocVQA).
 
     Texts are lower-cased, stripped and their inner whitespace collapsed. For each reference
-    NL = levenshtein / max(len); the similarity 1 - NL is kept when NL < ``threshold`` and is 0
-    otherwise (so at exactly NL = 0.5 the score is 0, as the DocVQA definition states). The
-    result is the maximum over the references; two empty strings have similarity 1.
+    NL = levenshtein / max(len); the similarity 1 - NL is kept when NL <= ``threshold`` and is 0
+    otherwise. At exactly NL = 0.5 the score is 0.5, as in the official DocVQA evaluation script
+    and lmms-eval (which zero a similarity only below 0.5). The result is the maximum over the
+    references; two empty strings have similarity 1.
     """
     prediction = _anls_text(prediction)
     best = 0.0
@@ -224,7 +225,7 @@ def anls(prediction: str, answers: Sequence[str] | str, threshold: float = 0.5) 
         answer = _anls_text(answer)
         length = max(len(prediction), len(answer))
         distance = levenshtein(prediction, answer) / length if length else 0.0
-        if distance < threshold:
+        if distance <= threshold:
             best = max(best, 1.0 - distance)
     return best
 
