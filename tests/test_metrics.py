@@ -12,6 +12,7 @@ from mmneuron.vqa.metrics import (
     anls_compat,
     exact_match,
     exact_match_compat,
+    exact_match_punct,
     get_metric,
     levenshtein,
     normalize_vqa_answer,
@@ -175,14 +176,24 @@ def test_anls_compat_has_no_threshold():
 # --- exact match ----------------------------------------------------------------------------
 
 
-def test_exact_match():
-    assert exact_match("Yes.", ["yes"]) == 1.0
+def test_exact_match_lower_cases_and_strips_only():
     assert exact_match("  No ", ["yes", "no"]) == 1.0
-    assert exact_match("rural!?", ["Rural"]) == 1.0
+    assert exact_match("Rural\n", ["rural"]) == 1.0
     assert exact_match("0.5", ["0.5"]) == 1.0
+    assert exact_match("Yes.", ["yes"]) == 0.0  # punctuation is kept
+    assert exact_match("rural!?", ["Rural"]) == 0.0
     assert exact_match("yes it is", ["yes"]) == 0.0
     assert exact_match_compat("Yes", ["yes"]) == 1.0
-    assert exact_match_compat("yes.", ["yes"]) == 0.0
+    assert exact_match_compat(" yes", ["yes"]) == 0.0  # not even stripped
+
+
+def test_exact_match_punct_also_drops_trailing_punctuation():
+    assert get_metric("exact_match_punct") is exact_match_punct
+    assert exact_match_punct("Yes.", ["yes"]) == 1.0
+    assert exact_match_punct("rural!?", ["Rural"]) == 1.0
+    assert exact_match_punct(" No ;", ["no."]) == 1.0
+    assert exact_match_punct("0.5", ["0.5"]) == 1.0
+    assert exact_match_punct("yes, it is", ["yes"]) == 0.0  # only trailing marks go
 
 
 # --- option letters -------------------------------------------------------------------------

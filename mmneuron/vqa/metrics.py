@@ -7,8 +7,9 @@ configuration: look it up by name with :func:`get_metric`.
 Official metrics: ``vqa_accuracy`` (VQAv2), ``anls`` (DocVQA), ``exact_match`` (RSVQA),
 ``option_accuracy`` (PMC-VQA); LingoQA's Lingo-Judge lives in :mod:`mmneuron.vqa.judge`.
 
-Compatibility variants, named apart so they are never used by accident:
+Variants, named apart so they are never used by accident:
 
+- ``exact_match_punct``: exact match that also drops trailing punctuation ("Yes." matches "yes").
 - ``vqa_accuracy_offline``: the official *offline* VQA script, including its quirk of skipping
   normalisation when all references agree ("Yes" scores 0 against ten "yes").
 - ``*_compat``: the scoring of the MMNeuron authors' ``scripts/evaluate.py`` (see each function).
@@ -240,18 +241,26 @@ def anls_compat(prediction: str, answers: Sequence[str] | str) -> float:
 # Exact match (RSVQA)
 # ---------------------------------------------------------------------------------------------
 
+
+def exact_match(prediction: str, answers: Sequence[str] | str) -> float:
+    """1 when the prediction equals a reference after lower-casing and stripping, else 0."""
+    prediction = prediction.strip().lower()
+    return float(any(prediction == answer.strip().lower() for answer in _references(answers)))
+
+
 _TRAILING_PUNCTUATION = re.compile(r"[\s.,;:!?]+$")
 
 
-def _exact_match_text(text: str) -> str:
+def _punct_text(text: str) -> str:
     return _TRAILING_PUNCTUATION.sub("", text.strip().lower())
 
 
-def exact_match(prediction: str, answers: Sequence[str] | str) -> float:
-    """1 when the prediction equals a reference after lower-casing, stripping and removing
-    trailing punctuation (". , ; : ! ?"), else 0."""
-    prediction = _exact_match_text(prediction)
-    return float(any(prediction == _exact_match_text(answer) for answer in _references(answers)))
+def exact_match_punct(prediction: str, answers: Sequence[str] | str) -> float:
+    """A lenient variant of :func:`exact_match`: trailing punctuation (". , ; : ! ?") is also
+    removed, so "Yes." matches "yes". Not the official rule; for checking how much a model's
+    punctuation alone costs."""
+    prediction = _punct_text(prediction)
+    return float(any(prediction == _punct_text(answer) for answer in _references(answers)))
 
 
 def exact_match_compat(prediction: str, answers: Sequence[str] | str) -> float:
@@ -330,6 +339,7 @@ METRICS: dict[str, Metric] = {
     "vqa_accuracy_offline": vqa_accuracy_offline,
     "vqa_match_compat": vqa_match_compat,
     "anls_compat": anls_compat,
+    "exact_match_punct": exact_match_punct,
     "exact_match_compat": exact_match_compat,
     "option_accuracy_compat": option_accuracy_compat,
 }
