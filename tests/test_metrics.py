@@ -4,10 +4,12 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
+from mmneuron.errors import MmneuronError
 from mmneuron.models.tokenizer import build_word_tokenizer
 from mmneuron.vqa import metrics
 from mmneuron.vqa.judge import JudgeUnavailable, LingoJudge
 from mmneuron.vqa.metrics import (
+    MetricError,
     anls,
     anls_compat,
     exact_match,
@@ -94,7 +96,7 @@ def test_vqa_accuracy_other_reference_counts():
     assert vqa_accuracy("cat", ["cat", "dog"]) == pytest.approx(0.5)  # (0 + 1) / 2
     assert vqa_accuracy("cat", ["cat", "cat", "cat"]) == 1.0
     assert vqa_accuracy("cat", ["cat", "dog", "dog"]) == pytest.approx(1 / 3)  # (0 + 1/2 + 1/2) / 3
-    with pytest.raises(ValueError, match="no reference"):
+    with pytest.raises(MetricError, match="no reference"):
         vqa_accuracy("cat", [])
 
 
@@ -245,7 +247,7 @@ def test_option_accuracy():
     assert option_accuracy("B", ["B: pneumonia"]) == 1.0
     assert option_accuracy("C", ["B"]) == 0.0
     assert option_accuracy("A cat", ["A"]) == 0.0
-    with pytest.raises(ValueError, match="no option letter"):
+    with pytest.raises(MetricError, match="no option letter"):
         option_accuracy("B", ["pneumonia"])
 
 
@@ -263,8 +265,24 @@ def test_registry():
     for name in ("vqa_accuracy", "anls", "exact_match", "option_accuracy"):
         assert get_metric(name) is metrics.METRICS[name]
     assert get_metric("anls_compat")("ab", ["ac"]) == pytest.approx(0.5)
-    with pytest.raises(ValueError, match=r"'bleu'.*known metrics: anls, anls_compat"):
+    with pytest.raises(MetricError, match=r"'bleu'.*known metrics: anls, anls_compat"):
         get_metric("bleu")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: vqa_accuracy("cat", []),
+        lambda: anls("cat", []),
+        lambda: exact_match("cat", ()),
+        lambda: option_accuracy("B", ["pneumonia"]),
+        lambda: option_accuracy_compat("B", [""]),
+        lambda: get_metric("bleu"),
+    ],
+)
+def test_data_errors_are_user_errors(call):
+    with pytest.raises(MmneuronError):
+        call()
 
 
 # --- Lingo-Judge ----------------------------------------------------------------------------

@@ -21,7 +21,15 @@ import itertools
 import re
 from collections.abc import Callable, Sequence
 
+from mmneuron.errors import MmneuronError
+
 Metric = Callable[[str, Sequence[str]], float]
+
+
+class MetricError(MmneuronError):
+    """Answers a metric cannot score: no reference, a reference without an option letter, an
+    unknown metric name."""
+
 
 # ---------------------------------------------------------------------------------------------
 # VQAv2 answer normalisation (the official evaluation's processPunctuation + processDigitArticle)
@@ -123,7 +131,7 @@ def _references(answers: Sequence[str] | str) -> list[str]:
     """The references as a list; one string is one reference. No reference is an error."""
     references = [answers] if isinstance(answers, str) else list(answers)
     if not references:
-        raise ValueError("no reference answers to score against")
+        raise MetricError("no reference answers to score against")
     return references
 
 
@@ -305,7 +313,7 @@ def _reference_letters(answers: Sequence[str] | str, letters: str) -> set[str]:
     for answer in _references(answers):
         letter = option_letter(answer.strip(), letters)
         if letter is None:
-            raise ValueError(f"reference answer {answer!r} holds no option letter ({letters})")
+            raise MetricError(f"reference answer {answer!r} holds no option letter ({letters})")
         found.add(letter)
     return found
 
@@ -346,8 +354,8 @@ METRICS: dict[str, Metric] = {
 
 
 def get_metric(name: str) -> Metric:
-    """The metric registered as ``name``; an unknown name raises ValueError listing the known."""
+    """The metric registered as ``name``; an unknown name raises MetricError listing the known."""
     try:
         return METRICS[name]
     except KeyError:
-        raise ValueError(f"unknown metric {name!r}; known metrics: {', '.join(sorted(METRICS))}") from None
+        raise MetricError(f"unknown metric {name!r}; known metrics: {', '.join(sorted(METRICS))}") from None
