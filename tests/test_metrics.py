@@ -21,6 +21,7 @@ from mmneuron.vqa.metrics import (
     option_accuracy,
     option_accuracy_compat,
     option_letter,
+    option_letters,
     vqa_accuracy,
     vqa_accuracy_offline,
     vqa_match_compat,
@@ -213,7 +214,8 @@ def test_exact_match_punct_also_drops_trailing_punctuation():
         ("A: The liver", "A"),
         ("The answer is B.", "B"),
         ("I think it is C", "C"),
-        ("Option E", "E"),
+        ("Option D", "D"),
+        ("E", None),  # the default letters are A-D
         ("[B]", "B"),
         ("**C**", "C"),
         ("B, because the lesion is round", "B"),
@@ -240,6 +242,44 @@ def test_option_letter(text, letter):
 def test_option_letter_alphabet_is_configurable():
     assert option_letter("E", letters="ABCD") is None
     assert option_letter("E. coli, so B", letters="ABCD") == "B"
+
+
+@pytest.mark.parametrize(
+    "options, letters",
+    [
+        (None, "ABCD"),  # no options: A-D
+        ([], "ABCD"),
+        (["liver", "lung", "heart"], "ABC"),  # a list: A, B, C ... in order
+        (("a", "b", "c", "d", "e"), "ABCDE"),
+        ({"A": "liver", "B": "lung"}, "AB"),  # a dict: its keys, in order
+        ({"C": "heart", "A": "liver"}, "CA"),
+    ],
+)
+def test_option_letters_of_the_sample_options(options, letters):
+    assert option_letters(options) == letters
+
+
+@pytest.mark.parametrize("options", [{"a": "liver"}, {"AB": "liver"}, {"1": "liver"}, "A. liver B. lung", ["x"] * 27])
+def test_option_letters_of_something_else_is_a_user_error(options):
+    with pytest.raises(MetricError, match="options"):
+        option_letters(options)
+
+
+def test_option_accuracy_takes_the_letters_of_the_sample():
+    prediction = "E. coli, so the answer is B"
+    assert option_letter(prediction) == "B"  # by default E is no option letter
+    assert option_accuracy(prediction, ["B"]) == 1.0
+    assert option_accuracy(prediction, ["B"], letters=option_letters(["w", "x", "y", "z"])) == 1.0
+    assert option_accuracy(prediction, ["B"], letters="ABCDE") == 0.0  # a fifth option: E is taken
+    assert option_accuracy("E", ["E: none of these"], letters="ABCDE") == 1.0
+    assert option_accuracy_compat("E", ["E"], letters="ABCDE") == 1.0
+
+
+def test_a_reference_letter_outside_the_options_is_a_user_error():
+    with pytest.raises(MetricError, match=r"'E'.*not one of the options ABCD"):
+        option_accuracy("E", ["E"])
+    with pytest.raises(MetricError, match=r"'D: lung'.*not one of the options ABC"):
+        option_accuracy_compat("D", ["D: lung"], letters="ABC")
 
 
 def test_option_accuracy():

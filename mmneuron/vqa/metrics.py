@@ -1,8 +1,9 @@
 """Answer scoring for the five domains (SPEC section 6): plain functions on strings.
 
 Every metric has the signature ``metric(prediction, answers) -> float`` where ``answers`` holds
-the reference answers (a single string counts as one reference). Which metric a domain uses is
-configuration: look it up by name with :func:`get_metric`.
+the reference answers (a single string counts as one reference); the option metrics
+(:data:`OPTION_METRICS`) also take the sample's option letters as ``letters=``. Which metric a
+domain uses is configuration: look it up by name with :func:`get_metric`.
 
 Official metrics: ``vqa_accuracy`` (VQAv2), ``anls`` (DocVQA), ``exact_match`` (RSVQA),
 ``option_accuracy`` (PMC-VQA); LingoQA's Lingo-Judge lives in :mod:`mmneuron.vqa.judge`.
@@ -19,7 +20,8 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable, Sequence
+import string
+from collections.abc import Callable, Mapping, Sequence
 
 from mmneuron.errors import MmneuronError
 
@@ -280,7 +282,7 @@ def exact_match_compat(prediction: str, answers: Sequence[str] | str) -> float:
 # Option letters (PMC-VQA)
 # ---------------------------------------------------------------------------------------------
 
-OPTION_LETTERS = "ABCDE"
+OPTION_LETTERS = "ABCD"  # the letters of a sample without options (PMC-VQA has four)
 # A capital letter standing alone: no letter, digit, apostrophe or hyphen on either side, so
 # "Answer", "CD4", "B-cell" and "A's" hold no option letter while "(C)", "D)", "B." and "E:" do.
 _STANDALONE_CAPITAL = re.compile(r"(?<![\w'\u2019-])([A-Z])(?![\w'\u2019-])")  # \u2019: the typographic apostrophe
@@ -308,30 +310,53 @@ def option_letter(prediction: str, letters: str = OPTION_LETTERS) -> str | None:
     return None
 
 
+def option_letters(options: Sequence[str] | Mapping[str, str] | None) -> str:
+    """The option letters of a sample's ``meta["options"]``: A, B, C ... one per entry of a list
+    (the order the prompt shows them in), the keys of a dict (each one capital letter), or
+    :data:`OPTION_LETTERS` when there are no options."""
+    if not options:
+        return OPTION_LETTERS
+    if isinstance(options, Mapping):
+        for key in options:
+            if not (isinstance(key, str) and len(key) == 1 and key in string.ascii_uppercase):
+                raise MetricError(f"options keyed by {key!r}: the keys of a dict of options must be capital letters")
+        return "".join(options)
+    if isinstance(options, str) or not isinstance(options, Sequence):
+        raise MetricError(f"options must be a list or a dict keyed by letter, got {options!r:.80}")
+    if len(options) > len(string.ascii_uppercase):
+        raise MetricError(f"{len(options)} options, more than the letters A-Z")
+    return string.ascii_uppercase[: len(options)]
+
+
 def _reference_letters(answers: Sequence[str] | str, letters: str) -> set[str]:
     found = set()
     for answer in _references(answers):
         letter = option_letter(answer.strip(), letters)
         if letter is None:
+            other = option_letter(answer.strip(), string.ascii_uppercase)
+            if other is not None:
+                raise MetricError(f"reference answer {answer!r}: letter {other} is not one of the options {letters}")
             raise MetricError(f"reference answer {answer!r} holds no option letter ({letters})")
         found.add(letter)
     return found
 
 
-def option_accuracy(prediction: str, answers: Sequence[str] | str) -> float:
+def option_accuracy(prediction: str, answers: Sequence[str] | str, *, letters: str = OPTION_LETTERS) -> float:
     """1 when :func:`option_letter` of the prediction is the letter of a reference ("B",
-    "(B)" or "B: text"); a reference without an option letter is an error."""
-    letter = option_letter(prediction)
-    return float(letter is not None and letter in _reference_letters(answers, OPTION_LETTERS))
+    "(B)" or "B: text"). ``letters`` are the sample's option letters (:func:`option_letters`);
+    a reference without one of them is an error."""
+    reference = _reference_letters(answers, letters)  # checked even when the prediction holds no letter
+    return float(option_letter(prediction, letters) in reference)
 
 
-def option_accuracy_compat(prediction: str, answers: Sequence[str] | str) -> float:
+def option_accuracy_compat(prediction: str, answers: Sequence[str] | str, *, letters: str = OPTION_LETTERS) -> float:
     """The authors' PMC-VQA scoring in effect: the number of characters of the prediction equal
     to the reference letter, wherever they stand. Against "B": "B" and "The answer is B" score 1,
     "Because B" scores 2 and "A" scores 0; against "A", "Answer: A" scores 2. Per-sample values
-    above 1 are possible, as in the authors' published numbers.
+    above 1 are possible, as in the authors' published numbers. ``letters`` only checks the
+    reference, as in :func:`option_accuracy`.
     """
-    reference = _reference_letters(answers, OPTION_LETTERS)
+    reference = _reference_letters(answers, letters)
     return float(sum(char in reference for char in prediction))
 
 
@@ -351,6 +376,10 @@ METRICS: dict[str, Metric] = {
     "exact_match_compat": exact_match_compat,
     "option_accuracy_compat": option_accuracy_compat,
 }
+
+
+# The metrics that take the sample's option letters as ``letters=`` (see :func:`option_letters`).
+OPTION_METRICS = frozenset({"option_accuracy", "option_accuracy_compat"})
 
 
 def get_metric(name: str) -> Metric:
