@@ -6,9 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mmneuron.errors import MmneuronError
 from mmneuron.vqa import effects
 from mmneuron.vqa.effects import (
     SCORE_COLUMNS,
+    EffectError,
     bootstrap_ci,
     paired_difference_ci,
     score_table,
@@ -57,7 +59,7 @@ def test_bootstrap_chunks_do_not_change_the_result(monkeypatch):
 def test_bootstrap_rejects_bad_input():
     with pytest.raises(ValueError, match="non-empty"):
         bootstrap_ci([])
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(EffectError, match="NaN"):  # data, e.g. a NaN log-likelihood: a user error
         bootstrap_ci([1.0, float("nan")])
     with pytest.raises(ValueError, match="alpha"):
         bootstrap_ci([1.0], alpha=1.5)
@@ -80,9 +82,11 @@ def test_paired_difference_aligns_by_sample_id():
 
 
 def test_paired_difference_rejects_different_samples():
-    with pytest.raises(ValueError, match=r"1 ids only in the condition \(e.g. \['x'\]\)"):
+    # Inconsistent answers files, not a programming error: a user error.
+    with pytest.raises(EffectError, match=r"1 ids only in the condition \(e.g. \['x'\]\)") as info:
         paired_difference_ci({"a": 1.0, "x": 0.0}, {"a": 1.0, "b": 0.0})
-    with pytest.raises(ValueError, match="duplicate sample ids"):
+    assert isinstance(info.value, MmneuronError)
+    with pytest.raises(EffectError, match="duplicate sample ids"):
         paired_difference_ci(pd.Series([1.0, 0.0], index=["a", "a"]), {"a": 1.0})
 
 
@@ -125,5 +129,5 @@ def test_score_table_names_the_record_on_error():
         ("m", "none", "rs", "exact_match"): {"a": 1.0, "b": 0.0},
         ("m", "lm", "rs", "exact_match"): {"a": 1.0, "c": 0.0},
     }
-    with pytest.raises(ValueError, match="m/lm/rs/exact_match: condition and baseline"):
+    with pytest.raises(EffectError, match="m/lm/rs/exact_match: condition and baseline"):
         score_table(records)

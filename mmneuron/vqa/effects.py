@@ -1,7 +1,9 @@
 """Effect sizes on per-sample scores: bootstrap intervals, paired differences, the score table.
 
 Per-sample scores are given as a mapping (or pandas Series) from sample id to score, so that a
-condition is always compared with the baseline on the same samples.
+condition is always compared with the baseline on the same samples. Scores that cannot be compared
+(different samples, duplicate ids, NaN) raise :class:`EffectError`, a user error: they come from
+inconsistent answers files; bad arguments (``n_boot``, ``alpha``) stay ValueError.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+
+from mmneuron.errors import MmneuronError
 
 BASELINE = "none"
 SCORE_COLUMNS = (
@@ -28,6 +32,10 @@ SCORE_COLUMNS = (
 _BOOT_CELLS = 4_000_000  # resampled values drawn at once: bounds memory for large n
 
 
+class EffectError(MmneuronError):
+    """Per-sample scores that cannot be compared: different samples, duplicate ids, NaN values."""
+
+
 def bootstrap_ci(
     scores: Sequence[float], n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
 ) -> tuple[float, float, float]:
@@ -41,7 +49,7 @@ def bootstrap_ci(
     if values.ndim != 1 or values.size == 0:
         raise ValueError(f"bootstrap needs a non-empty list of scores, got shape {values.shape}")
     if not np.isfinite(values).all():
-        raise ValueError("bootstrap scores contain NaN or infinite values")
+        raise EffectError("scores contain NaN or infinite values")
     if not 0 < alpha < 1 or n_boot < 1:
         raise ValueError(f"need 0 < alpha < 1 and n_boot >= 1, got alpha={alpha}, n_boot={n_boot}")
     rng = np.random.default_rng(seed)
@@ -57,7 +65,7 @@ def bootstrap_ci(
 def _as_series(scores: Mapping | pd.Series, what: str) -> pd.Series:
     series = scores if isinstance(scores, pd.Series) else pd.Series(dict(scores), dtype=float)
     if not series.index.is_unique:
-        raise ValueError(f"{what}: duplicate sample ids {list(series.index[series.index.duplicated()][:5])}")
+        raise EffectError(f"{what}: duplicate sample ids {list(series.index[series.index.duplicated()][:5])}")
     return series.astype(float)
 
 
@@ -70,7 +78,7 @@ def paired_difference_ci(
 ) -> tuple[float, float, float]:
     """(mean difference, low, high) of condition minus baseline, paired by sample id.
 
-    Both arguments map sample id -> score; the ids must be the same set (else ValueError with
+    Both arguments map sample id -> score; the ids must be the same set (else EffectError with
     examples of the ids found on one side only). The interval is a percentile bootstrap of the
     per-sample differences, so each resample keeps a sample's two scores together.
     """
@@ -79,7 +87,7 @@ def paired_difference_ci(
     only_condition = condition.index.difference(baseline.index)
     only_baseline = baseline.index.difference(condition.index)
     if len(only_condition) or len(only_baseline):
-        raise ValueError(
+        raise EffectError(
             "condition and baseline are scored on different samples: "
             f"{len(only_condition)} ids only in the condition (e.g. {list(only_condition[:3])}), "
             f"{len(only_baseline)} only in the baseline (e.g. {list(only_baseline[:3])})"
@@ -128,7 +136,7 @@ def score_table(
             delta = (float("nan"),) * 3
             if reference is not None:
                 delta = paired_difference_ci(series, reference, n_boot=n_boot, alpha=alpha, seed=seed)
-        except ValueError as error:
-            raise ValueError(f"{'/'.join(map(str, key))}: {error}") from None
+        except EffectError as error:
+            raise EffectError(f"{'/'.join(map(str, key))}: {error}") from None
         rows.append((model, condition, domain, metric, value, len(series), low, high, *delta))
     return pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
