@@ -105,9 +105,9 @@ def test_score_table_columns_and_delta():
     base = dict(zip(ids, [1, 1, 1, 1, 0, 0, 1, 1]))
     ablated = dict(zip(ids, [1, 0, 1, 0, 0, 0, 1, 0]))
     records = {
-        ("llava", "none", "com", "vqa_accuracy"): base,
-        ("llava", "lm", "com", "vqa_accuracy"): ablated,
-        ("llava", "lm", "doc", "anls"): {"d1": 0.5, "d2": 1.0},  # no baseline for doc
+        ("llava", "none", "com", "all", "vqa_accuracy"): base,
+        ("llava", "lm", "com", "all", "vqa_accuracy"): ablated,
+        ("llava", "lm", "doc", "all", "anls"): {"d1": 0.5, "d2": 1.0},  # no baseline for doc
     }
     table = score_table(records, n_boot=200)
     assert tuple(table.columns) == SCORE_COLUMNS
@@ -126,8 +126,23 @@ def test_score_table_columns_and_delta():
 
 def test_score_table_names_the_record_on_error():
     records = {
-        ("m", "none", "rs", "exact_match"): {"a": 1.0, "b": 0.0},
-        ("m", "lm", "rs", "exact_match"): {"a": 1.0, "c": 0.0},
+        ("m", "none", "rs", "all", "exact_match"): {"a": 1.0, "b": 0.0},
+        ("m", "lm", "rs", "all", "exact_match"): {"a": 1.0, "c": 0.0},
     }
-    with pytest.raises(EffectError, match="m/lm/rs/exact_match: condition and baseline"):
+    with pytest.raises(EffectError, match="m/lm/rs/all/exact_match: condition and baseline"):
         score_table(records)
+
+
+def test_score_table_pairs_a_subset_with_the_baseline_of_the_same_subset():
+    records = {
+        ("m", "none", "rs", "all", "exact_match"): {"a": 1.0, "b": 1.0, "c": 0.0},
+        ("m", "none", "rs", "question_type=count", "exact_match"): {"a": 1.0, "b": 1.0},
+        ("m", "lm", "rs", "all", "exact_match"): {"a": 0.0, "b": 1.0, "c": 1.0},
+        ("m", "lm", "rs", "question_type=count", "exact_match"): {"a": 0.0, "b": 1.0},
+    }
+    table = score_table(records, n_boot=200).set_index(["condition", "subset"])
+    assert list(SCORE_COLUMNS[:5]) == ["model", "condition", "domain", "subset", "metric"]
+    assert table.loc[("lm", "all"), "delta"] == 0.0  # (0 + 0 + 1) / 3 against the whole domain
+    count = table.loc[("lm", "question_type=count")]
+    assert (count.value, count.n, count.delta) == (0.5, 2, -0.5)  # against none's count rows only
+    assert -1.0 <= count.delta_low <= -0.5 <= count.delta_high <= 0.0

@@ -5,7 +5,8 @@ sample is scored with its domain's metric (``mmneuron.vqa.metrics`` by name, or 
 when the records carry it, the reference answer's mean log-likelihood is a second metric,
 ``reference_loglik``. The option metrics take the letters of each sample's ``meta["options"]``.
 :func:`mmneuron.vqa.effects.score_table` then gives the mean with its bootstrap interval and the
-paired change against ``none`` on the same samples. Data that cannot be scored raises a user
+paired change against ``none`` on the same samples, for the whole domain (subset ``all``) and, where
+asked, per value of a meta key (RSVQA's ``question_type``). Data that cannot be scored raises a user
 error (:class:`AblationError`, :class:`~mmneuron.vqa.metrics.MetricError`,
 :class:`~mmneuron.vqa.effects.EffectError`) naming the file or the run and sample.
 """
@@ -21,19 +22,20 @@ import pandas as pd
 
 from mmneuron.ablation.conditions import OWN, RANDOM
 from mmneuron.ablation.run import AblationError, read_answers
-from mmneuron.vqa.effects import SCORE_COLUMNS, score_table, summarize_random_controls
+from mmneuron.vqa.effects import ALL, SCORE_COLUMNS, score_table, summarize_random_controls
 from mmneuron.vqa.metrics import OPTION_METRICS, MetricError, get_metric, option_letters
 
 LINGO_JUDGE = "lingo_judge"
 LOGLIK = "reference_loglik"
 RUN_FIELDS = ("model", "condition", "control", "seed", "source_domain", "domain")
 RECORD_FIELDS = (*RUN_FIELDS, "sample_id", "question", "prediction", "references")
-TABLE_COLUMNS = (*RUN_FIELDS, *SCORE_COLUMNS[3:])
+TABLE_COLUMNS = (*RUN_FIELDS, *SCORE_COLUMNS[3:])  # domain, then subset, metric, value ...
 RANDOM_COLUMNS = (
     "model",
     "condition",
     "source_domain",
     "domain",
+    "subset",
     "metric",
     "seeds",
     "value_mean",
@@ -163,20 +165,50 @@ def _logliks(run: Run, records: list[dict]) -> dict[str, float] | None:
     return logliks
 
 
+def _subsets(run: Run, records: list[dict], key: str | None) -> dict[str, list[str]]:
+    """Sample ids of the whole domain (``all``) and, when ``key`` is given, of each value of that
+    meta key (``"question_type=count"``), in sorted order."""
+    subsets = {ALL: [record["sample_id"] for record in records]}
+    if key is None:
+        return subsets
+    groups: dict[str, list[str]] = {}
+    for record in records:
+        value = record.get("meta", {}).get(key)
+        if value is None:
+            raise AblationError(
+                f"{_where(run)}, sample {record['sample_id']}: no meta key {key!r} for the rows per {key}"
+            )
+        groups.setdefault(f"{key}={value}", []).append(record["sample_id"])
+    return subsets | dict(sorted(groups.items()))
+
+
 def score_runs(
-    runs: Mapping[Run, list[dict]], metrics: Mapping[str, str], judge=None, n_boot: int = 1000, seed: int = 0
+    runs: Mapping[Run, list[dict]],
+    metrics: Mapping[str, str],
+    judge=None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    breakdown: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """The tidy score table: one row per run and metric (columns :data:`TABLE_COLUMNS`)."""
+    """The tidy score table (columns :data:`TABLE_COLUMNS`): one row per run and metric with
+    ``subset`` ``"all"``, and for a domain of ``breakdown`` (domain -> meta key, for example
+    ``{"rs": "question_type"}``) one row more per value of that key (``"question_type=count"``),
+    compared with ``none`` on the same samples."""
+    breakdown = breakdown or {}
     scores, by_label = {}, {}
     for run, records in runs.items():
         if run.domain not in metrics:
             raise AblationError(f"no metric configured for domain {run.domain!r} (configured: {sorted(metrics)})")
         by_label[run.model, run.label, run.domain] = run
         metric = metrics[run.domain]
-        scores[run.model, run.label, run.domain, metric] = _sample_scores(run, records, metric, judge)
+        per_metric = {metric: _sample_scores(run, records, metric, judge)}
         logliks = _logliks(run, records)
         if logliks is not None:
-            scores[run.model, run.label, run.domain, LOGLIK] = logliks
+            per_metric[LOGLIK] = logliks
+        subsets = _subsets(run, records, breakdown.get(run.domain))
+        for name, values in per_metric.items():
+            for subset, ids in subsets.items():
+                scores[run.model, run.label, run.domain, subset, name] = {i: values[i] for i in ids}
     table = score_table(scores, n_boot=n_boot, seed=seed)
     runs_of_rows = [
         by_label[model, label, domain]
@@ -189,10 +221,10 @@ def score_runs(
 
 
 def summarize_random(table: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, condition, source, domain, metric): the random controls' values and changes as a
-    distribution over seeds, the own set's change, and the empirical one-sided p-value
+    """Per (model, condition, source, domain, subset, metric): the random controls' values and
+    changes as a distribution over seeds, the own set's change, and the empirical one-sided p-value
     ``(1 + #seeds whose change <= own change) / (1 + #seeds)`` (small: the own set hurts more)."""
-    keys = ["model", "condition", "source_domain", "domain", "metric"]
+    keys = ["model", "condition", "source_domain", "domain", "subset", "metric"]
     random = table[table["control"] == RANDOM]
     own = table[table["control"] == OWN].set_index(keys)["delta"]
     rows = []

@@ -16,10 +16,12 @@ import pandas as pd
 from mmneuron.errors import MmneuronError
 
 BASELINE = "none"
+ALL = "all"  # the subset of a whole-domain row
 SCORE_COLUMNS = (
     "model",
     "condition",
     "domain",
+    "subset",
     "metric",
     "value",
     "n",
@@ -112,31 +114,32 @@ def summarize_random_controls(values: Sequence[float]) -> dict[str, float]:
 
 
 def score_table(
-    records: Mapping[tuple[str, str, str, str], Mapping | pd.Series],
+    records: Mapping[tuple[str, str, str, str, str], Mapping | pd.Series],
     n_boot: int = 1000,
     alpha: float = 0.05,
     seed: int = 0,
     baseline: str = BASELINE,
 ) -> pd.DataFrame:
-    """The tidy score table, one row per (model, condition, domain, metric).
+    """The tidy score table, one row per (model, condition, domain, subset, metric).
 
-    ``records`` maps (model, condition, domain, metric) to per-sample scores (sample id ->
-    score). ``value`` is the mean with its bootstrap interval ``ci_low``/``ci_high``; ``delta``
-    is the paired difference to the ``baseline`` condition of the same model, domain and metric
-    with its interval ``delta_low``/``delta_high`` (0 for the baseline itself, NaN when no
-    baseline was scored). Rows keep the order of ``records``.
+    ``records`` maps (model, condition, domain, subset, metric) to per-sample scores (sample id ->
+    score); ``subset`` is :data:`ALL` for a whole domain or names a part of it
+    (``"question_type=count"``). ``value`` is the mean with its bootstrap interval
+    ``ci_low``/``ci_high``; ``delta`` is the paired difference to the ``baseline`` condition of
+    the same model, domain, subset and metric with its interval ``delta_low``/``delta_high`` (0
+    for the baseline itself, NaN when no baseline was scored). Rows keep the order of ``records``.
     """
     rows = []
     for key, scores in records.items():
-        model, condition, domain, metric = key
+        model, _, domain, subset, metric = key
         try:
             series = _as_series(scores, "scores")
             value, low, high = bootstrap_ci(series.to_numpy(), n_boot=n_boot, alpha=alpha, seed=seed)
-            reference = records.get((model, baseline, domain, metric))
+            reference = records.get((model, baseline, domain, subset, metric))
             delta = (float("nan"),) * 3
             if reference is not None:
                 delta = paired_difference_ci(series, reference, n_boot=n_boot, alpha=alpha, seed=seed)
         except EffectError as error:
             raise EffectError(f"{'/'.join(map(str, key))}: {error}") from None
-        rows.append((model, condition, domain, metric, value, len(series), low, high, *delta))
+        rows.append((*key, value, len(series), low, high, *delta))
     return pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
