@@ -29,8 +29,8 @@ Metric = Callable[[str, Sequence[str]], float]
 
 
 class MetricError(MmneuronError):
-    """Answers a metric cannot score: no reference, a reference without an option letter, an
-    unknown metric name."""
+    """Answers a metric cannot score: no reference, a reference without an option letter, options
+    that are neither a list nor a dict keyed by letter, an unknown metric name."""
 
 
 # ---------------------------------------------------------------------------------------------
