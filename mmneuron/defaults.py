@@ -13,6 +13,7 @@ STATS_PROMPT = "<image>\n{question}"  # the authors' statistics prompt: no chat 
 SCOPES = ("all", "image", "text")  # the token positions counted: every one, image tokens, text tokens
 # LLaVA-NeXT's tile padding in the vision tower's and projector's counts: left out, or counted (the authors')
 ANYRES_PADDING = ("skip", "count")
+LINGO_JUDGE = "lingo_judge"  # the metric name of LingoQA's learned judge (mmneuron.vqa.judge)
 DECODINGS = ("greedy", "compat")  # greedy, or sampled at a temperature with a seed as the authors did
 DEMO_DOMAINS = ("ad", "med", "rs", "com", "doc")  # the synthetic demo's domains, standing in for the paper's five
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,8 +9,8 @@ import torch
 from helpers import noise_image, selection_for
 
 from mmneuron.ablation.likelihood import answer_loglik, reference_answer
-from mmneuron.ablation.run import AblationError, Settings, read_answers, run_ablation, write_answers
-from mmneuron.ablation.scoring import LOGLIK, load_runs, score_runs, summarize_random
+from mmneuron.ablation.run import AblationError, Settings, read_answers, run_ablation
+from mmneuron.ablation.scoring import LOGLIK
 from mmneuron.cli import main
 from mmneuron.conditions import PAPER_CONDITIONS, Condition, ConditionError, condition_sites, random_control
 from mmneuron.data import synthetic
@@ -313,82 +311,6 @@ def test_a_checkpoints_generation_config_cannot_change_the_answers():
     generation = odd[0]["generation"]
     assert (generation["do_sample"], generation["num_beams"], generation["repetition_penalty"]) == (False, 1, 1.0)
     assert generation["max_new_tokens"] == 6 and odd[0]["dtype"] == "float32"
-
-
-# --- scoring ------------------------------------------------------------------------------------
-
-REFS = {"s0": ["yes"], "s1": ["no"], "s2": ["2"], "s3": ["red"]}
-
-
-def _run_file(tmp_path, condition, predictions, seed=None, source=None, domain="rs", logliks=None, refs=REFS):
-    control = "domain" if seed is None else "random"
-    records = [
-        {
-            "model": "m",
-            "condition": condition,
-            "control": control,
-            "seed": seed,
-            "source_domain": source or domain,
-            "domain": domain,
-            "sample_id": sid,
-            "question": "q?",
-            "prediction": pred,
-            "references": refs[sid],
-            "reference_loglik": None if logliks is None else logliks[i],
-        }
-        for i, (sid, pred) in enumerate(zip(refs, predictions))
-    ]
-    name = f"{condition}_{seed}_{source}_{domain}.jsonl"
-    return write_answers(records, tmp_path / name)
-
-
-def test_scores_and_random_controls_by_hand(tmp_path):
-    files = [
-        _run_file(tmp_path, "none", ["yes", "no", "2", "blue"], logliks=[-1, -2, -3, -2]),
-        _run_file(tmp_path, "lm", ["Yes.", "yes", "3", "blue"], logliks=[-2, -2, -4, -4]),
-        _run_file(tmp_path, "lm", ["yes", "no", "1", "blue"], seed=1, logliks=[-1, -2, -3, -2]),
-        _run_file(tmp_path, "lm", ["yes", "no", "2", "blue"], seed=2, logliks=[-1, -2, -3, -3]),
-        _run_file(tmp_path, "lm", ["yes", "no", "2", "red"], source="med"),
-        _run_file(tmp_path, "none", ["two"], domain="com", refs={"c0": ["2"] * 3 + ["3"] * 7}),
-    ]
-    table = score_runs(load_runs(files), {"rs": "exact_match", "com": "vqa_accuracy"}, n_boot=200)
-    rows = table.set_index(["condition", "control", "seed", "source_domain", "domain", "metric"])
-    none = rows.loc[("none", "domain", pd.NA, "rs", "rs", "exact_match")]
-    assert (none.value, none.n, none.delta) == (0.75, 4, 0.0)
-    lm = rows.loc[("lm", "domain", pd.NA, "rs", "rs", "exact_match")]
-    assert lm.value == 0.25 and lm.delta == -0.5 and -1 <= lm.delta_low <= -0.5 <= lm.delta_high <= 0
-    assert lm.ci_low <= 0.25 <= lm.ci_high
-    assert rows.loc[("lm", "domain", pd.NA, "rs", "rs", LOGLIK)].delta == pytest.approx(-1.0)  # -3 against -2
-    assert rows.loc[("lm", "domain", pd.NA, "med", "rs", "exact_match")].delta == 0.25
-    assert rows.loc[("none", "domain", pd.NA, "com", "com", "vqa_accuracy")].value == pytest.approx(0.9)
-    assert list(table.columns[:7]) == ["model", "condition", "control", "seed", "source_domain", "domain", "metric"]
-
-    summary = summarize_random(table).set_index("metric")
-    accuracy = summary.loc["exact_match"]
-    assert accuracy.seeds == 2 and accuracy.value_mean == 0.625 and accuracy.value_min == 0.5
-    assert accuracy.value_std == pytest.approx(math.sqrt(2 * 0.125**2))
-    assert (accuracy.delta_min, accuracy.delta_max, accuracy.own_delta) == (-0.25, 0.0, -0.5)
-    assert accuracy.p_empirical == pytest.approx(1 / 3)
-    assert summary.loc[LOGLIK].delta_min == -0.25 and summary.loc[LOGLIK].p_empirical == pytest.approx(1 / 3)
-
-
-def test_scoring_errors_name_the_file(tmp_path):
-    good = _run_file(tmp_path, "none", ["yes", "no", "2", "blue"])
-    with pytest.raises(AblationError, match="no metric configured for domain 'rs'"):
-        score_runs(load_runs([good]), {"com": "vqa_accuracy"})
-    with pytest.raises(AblationError, match="same run"):
-        load_runs([good, good])
-    mixed = tmp_path / "mixed.jsonl"
-    lines = good.read_text().splitlines()
-    mixed.write_text(lines[0] + "\n" + lines[1].replace('"rs"', '"com"') + "\n")
-    with pytest.raises(AblationError, match="mixed.jsonl: records of 2 different runs"):
-        load_runs([mixed])
-    broken = tmp_path / "broken.jsonl"
-    broken.write_text(lines[0] + "\n{oops\n")
-    with pytest.raises(AblationError, match="broken.jsonl, line 2"):
-        read_answers(broken)
-    with pytest.raises(AblationError, match="lingo_judge.*no judge"):
-        score_runs(load_runs([good]), {"rs": "lingo_judge"})
 
 
 # --- the command line ---------------------------------------------------------------------------

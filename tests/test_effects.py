@@ -6,9 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mmneuron.errors import MmneuronError
 from mmneuron.vqa import effects
 from mmneuron.vqa.effects import (
     SCORE_COLUMNS,
+    EffectError,
     bootstrap_ci,
     paired_difference_ci,
     score_table,
@@ -57,7 +59,7 @@ def test_bootstrap_chunks_do_not_change_the_result(monkeypatch):
 def test_bootstrap_rejects_bad_input():
     with pytest.raises(ValueError, match="non-empty"):
         bootstrap_ci([])
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(EffectError, match="NaN"):  # data, e.g. a NaN log-likelihood: a user error
         bootstrap_ci([1.0, float("nan")])
     with pytest.raises(ValueError, match="alpha"):
         bootstrap_ci([1.0], alpha=1.5)
@@ -80,9 +82,11 @@ def test_paired_difference_aligns_by_sample_id():
 
 
 def test_paired_difference_rejects_different_samples():
-    with pytest.raises(ValueError, match=r"1 ids only in the condition \(e.g. \['x'\]\)"):
+    # Inconsistent answers files, not a programming error: a user error.
+    with pytest.raises(EffectError, match=r"1 ids only in the condition \(e.g. \['x'\]\)") as info:
         paired_difference_ci({"a": 1.0, "x": 0.0}, {"a": 1.0, "b": 0.0})
-    with pytest.raises(ValueError, match="duplicate sample ids"):
+    assert isinstance(info.value, MmneuronError)
+    with pytest.raises(EffectError, match="duplicate sample ids"):
         paired_difference_ci(pd.Series([1.0, 0.0], index=["a", "a"]), {"a": 1.0})
 
 
@@ -101,9 +105,9 @@ def test_score_table_columns_and_delta():
     base = dict(zip(ids, [1, 1, 1, 1, 0, 0, 1, 1]))
     ablated = dict(zip(ids, [1, 0, 1, 0, 0, 0, 1, 0]))
     records = {
-        ("llava", "none", "com", "vqa_accuracy"): base,
-        ("llava", "lm", "com", "vqa_accuracy"): ablated,
-        ("llava", "lm", "doc", "anls"): {"d1": 0.5, "d2": 1.0},  # no baseline for doc
+        ("llava", "none", "com", "all", "vqa_accuracy"): base,
+        ("llava", "lm", "com", "all", "vqa_accuracy"): ablated,
+        ("llava", "lm", "doc", "all", "anls"): {"d1": 0.5, "d2": 1.0},  # no baseline for doc
     }
     table = score_table(records, n_boot=200)
     assert tuple(table.columns) == SCORE_COLUMNS
@@ -122,8 +126,23 @@ def test_score_table_columns_and_delta():
 
 def test_score_table_names_the_record_on_error():
     records = {
-        ("m", "none", "rs", "exact_match"): {"a": 1.0, "b": 0.0},
-        ("m", "lm", "rs", "exact_match"): {"a": 1.0, "c": 0.0},
+        ("m", "none", "rs", "all", "exact_match"): {"a": 1.0, "b": 0.0},
+        ("m", "lm", "rs", "all", "exact_match"): {"a": 1.0, "c": 0.0},
     }
-    with pytest.raises(ValueError, match="m/lm/rs/exact_match: condition and baseline"):
+    with pytest.raises(EffectError, match="m/lm/rs/all/exact_match: condition and baseline"):
         score_table(records)
+
+
+def test_score_table_pairs_a_subset_with_the_baseline_of_the_same_subset():
+    records = {
+        ("m", "none", "rs", "all", "exact_match"): {"a": 1.0, "b": 1.0, "c": 0.0},
+        ("m", "none", "rs", "question_type=count", "exact_match"): {"a": 1.0, "b": 1.0},
+        ("m", "lm", "rs", "all", "exact_match"): {"a": 0.0, "b": 1.0, "c": 1.0},
+        ("m", "lm", "rs", "question_type=count", "exact_match"): {"a": 0.0, "b": 1.0},
+    }
+    table = score_table(records, n_boot=200).set_index(["condition", "subset"])
+    assert list(SCORE_COLUMNS[:5]) == ["model", "condition", "domain", "subset", "metric"]
+    assert table.loc[("lm", "all"), "delta"] == 0.0  # (0 + 0 + 1) / 3 against the whole domain
+    count = table.loc[("lm", "question_type=count")]
+    assert (count.value, count.n, count.delta) == (0.5, 2, -0.5)  # against none's count rows only
+    assert -1.0 <= count.delta_low <= -0.5 <= count.delta_high <= 0.0

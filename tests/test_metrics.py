@@ -4,20 +4,24 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
+from mmneuron.errors import MmneuronError
 from mmneuron.models.tokenizer import build_word_tokenizer
 from mmneuron.vqa import metrics
-from mmneuron.vqa.judge import JudgeUnavailable, LingoJudge
+from mmneuron.vqa.judge import JudgeInputError, JudgeUnavailable, LingoJudge
 from mmneuron.vqa.metrics import (
+    MetricError,
     anls,
     anls_compat,
     exact_match,
     exact_match_compat,
+    exact_match_punct,
     get_metric,
     levenshtein,
     normalize_vqa_answer,
     option_accuracy,
     option_accuracy_compat,
     option_letter,
+    option_letters,
     vqa_accuracy,
     vqa_accuracy_offline,
     vqa_match_compat,
@@ -93,7 +97,7 @@ def test_vqa_accuracy_other_reference_counts():
     assert vqa_accuracy("cat", ["cat", "dog"]) == pytest.approx(0.5)  # (0 + 1) / 2
     assert vqa_accuracy("cat", ["cat", "cat", "cat"]) == 1.0
     assert vqa_accuracy("cat", ["cat", "dog", "dog"]) == pytest.approx(1 / 3)  # (0 + 1/2 + 1/2) / 3
-    with pytest.raises(ValueError, match="no reference"):
+    with pytest.raises(MetricError, match="no reference"):
         vqa_accuracy("cat", [])
 
 
@@ -124,13 +128,37 @@ def test_levenshtein(first, second, distance):
 
 def test_anls_threshold():
     assert anls("abc", ["abd"]) == pytest.approx(1 - 1 / 3)
-    assert anls("ab", ["ac"]) == 0.0  # NL = 0.5 exactly: not < 0.5, so 0
-    assert anls("abcd", ["abxy"]) == 0.0  # NL = 0.5
-    assert anls("abcde", ["abcxy"]) == pytest.approx(0.6)  # NL = 0.4 < 0.5: kept
+    assert anls("abcde", ["abcxy"]) == pytest.approx(0.6)  # NL = 0.4 <= 0.5: kept
     assert anls("abcde", ["abxyz"]) == 0.0  # NL = 0.6
-    assert anls("abcdefg", ["abcdxyz"]) == pytest.approx(4 / 7)  # NL = 3/7 < 0.5
-    assert anls("abcdefgh", ["abcdwxyz"]) == 0.0  # NL = 4/8
-    assert anls("ab", ["ac"], threshold=0.6) == pytest.approx(0.5)
+    assert anls("abcdefg", ["abcdxyz"]) == pytest.approx(4 / 7)  # NL = 3/7
+    assert anls("ab", ["ac"], threshold=0.4) == 0.0
+    assert anls("abcde", ["abxyz"], threshold=0.6) == pytest.approx(0.4)
+
+
+def test_anls_keeps_a_similarity_of_exactly_one_half():
+    # The official DocVQA script and lmms-eval zero a similarity only when it is below 0.5.
+    assert anls("ac", ["ab"]) == 0.5  # 1 substitution / 2 characters
+    assert anls("abcd", ["abxy"]) == 0.5  # 2 / 4
+    assert anls("abcdefgh", ["abcdwxyz"]) == 0.5  # 4 / 8
+    assert anls("abcdefgh", ["abcvwxyz"]) == 0.0  # 5 / 8 > 0.5
+
+
+@pytest.mark.parametrize(
+    "prediction, references, expected",
+    [
+        ("Tuesday", ["tuesday"], 1.0),  # case is ignored
+        ("1995", ["1996"], 1 - 1 / 4),  # one substitution in 4 characters
+        ("1958", ["1985"], 1 - 2 / 4),  # two digits swapped: 2 substitutions, exactly 0.5, kept
+        ("45,000", ["$ 45,000"], 1 - 2 / 8),  # "$" and " " deleted; the longer text has 8 characters
+        ("Pizza", ["Pisa"], 1 - 2 / 5),  # s -> z, one z inserted
+        ("ITC Ltd", ["ITC Limited"], 1 - 4 / 11),  # i, m, i, e deleted from "limited"
+        ("28%", ["0.28"], 0.0),  # "0" and "." deleted, "%" inserted: 3 / 4 > 0.5
+        ("Pizza", ["Pizza Hut", "Pisa"], 1 - 2 / 5),  # best reference: "pisa" (0.6) beats "pizza hut" (5/9)
+        ("total   due", ["Total Due "], 1.0),  # whitespace stripped and collapsed
+    ],
+)
+def test_anls_docvqa_worked_examples(prediction, references, expected):
+    assert anls(prediction, references) == pytest.approx(expected)
 
 
 def test_anls_max_over_references_case_and_spaces():
@@ -145,19 +173,30 @@ def test_anls_compat_has_no_threshold():
     assert anls_compat("ab", ["ac"]) == pytest.approx(0.5)
     assert anls_compat("abcd", ["axyz"]) == pytest.approx(0.25)
     assert anls_compat("abc", ["xyz"]) == 0.0
+    assert anls_compat("abcdefgh", ["abcvwxyz"]) == pytest.approx(3 / 8)
 
 
 # --- exact match ----------------------------------------------------------------------------
 
 
-def test_exact_match():
-    assert exact_match("Yes.", ["yes"]) == 1.0
+def test_exact_match_lower_cases_and_strips_only():
     assert exact_match("  No ", ["yes", "no"]) == 1.0
-    assert exact_match("rural!?", ["Rural"]) == 1.0
+    assert exact_match("Rural\n", ["rural"]) == 1.0
     assert exact_match("0.5", ["0.5"]) == 1.0
+    assert exact_match("Yes.", ["yes"]) == 0.0  # punctuation is kept
+    assert exact_match("rural!?", ["Rural"]) == 0.0
     assert exact_match("yes it is", ["yes"]) == 0.0
     assert exact_match_compat("Yes", ["yes"]) == 1.0
-    assert exact_match_compat("yes.", ["yes"]) == 0.0
+    assert exact_match_compat(" yes", ["yes"]) == 0.0  # not even stripped
+
+
+def test_exact_match_punct_also_drops_trailing_punctuation():
+    assert get_metric("exact_match_punct") is exact_match_punct
+    assert exact_match_punct("Yes.", ["yes"]) == 1.0
+    assert exact_match_punct("rural!?", ["Rural"]) == 1.0
+    assert exact_match_punct(" No ;", ["no."]) == 1.0
+    assert exact_match_punct("0.5", ["0.5"]) == 1.0
+    assert exact_match_punct("yes, it is", ["yes"]) == 0.0  # only trailing marks go
 
 
 # --- option letters -------------------------------------------------------------------------
@@ -175,7 +214,8 @@ def test_exact_match():
         ("A: The liver", "A"),
         ("The answer is B.", "B"),
         ("I think it is C", "C"),
-        ("Option E", "E"),
+        ("Option D", "D"),
+        ("E", None),  # the default letters are A-D
         ("[B]", "B"),
         ("**C**", "C"),
         ("B, because the lesion is round", "B"),
@@ -204,12 +244,50 @@ def test_option_letter_alphabet_is_configurable():
     assert option_letter("E. coli, so B", letters="ABCD") == "B"
 
 
+@pytest.mark.parametrize(
+    "options, letters",
+    [
+        (None, "ABCD"),  # no options: A-D
+        ([], "ABCD"),
+        (["liver", "lung", "heart"], "ABC"),  # a list: A, B, C ... in order
+        (("a", "b", "c", "d", "e"), "ABCDE"),
+        ({"A": "liver", "B": "lung"}, "AB"),  # a dict: its keys, in order
+        ({"C": "heart", "A": "liver"}, "CA"),
+    ],
+)
+def test_option_letters_of_the_sample_options(options, letters):
+    assert option_letters(options) == letters
+
+
+@pytest.mark.parametrize("options", [{"a": "liver"}, {"AB": "liver"}, {"1": "liver"}, "A. liver B. lung", ["x"] * 27])
+def test_option_letters_of_something_else_is_a_user_error(options):
+    with pytest.raises(MetricError, match="options"):
+        option_letters(options)
+
+
+def test_option_accuracy_takes_the_letters_of_the_sample():
+    prediction = "E. coli, so the answer is B"
+    assert option_letter(prediction) == "B"  # by default E is no option letter
+    assert option_accuracy(prediction, ["B"]) == 1.0
+    assert option_accuracy(prediction, ["B"], letters=option_letters(["w", "x", "y", "z"])) == 1.0
+    assert option_accuracy(prediction, ["B"], letters="ABCDE") == 0.0  # a fifth option: E is taken
+    assert option_accuracy("E", ["E: none of these"], letters="ABCDE") == 1.0
+    assert option_accuracy_compat("E", ["E"], letters="ABCDE") == 1.0
+
+
+def test_a_reference_letter_outside_the_options_is_a_user_error():
+    with pytest.raises(MetricError, match=r"'E'.*not one of the options ABCD"):
+        option_accuracy("E", ["E"])
+    with pytest.raises(MetricError, match=r"'D: lung'.*not one of the options ABC"):
+        option_accuracy_compat("D", ["D: lung"], letters="ABC")
+
+
 def test_option_accuracy():
     assert option_accuracy("The answer is (B).", ["B"]) == 1.0
     assert option_accuracy("B", ["B: pneumonia"]) == 1.0
     assert option_accuracy("C", ["B"]) == 0.0
     assert option_accuracy("A cat", ["A"]) == 0.0
-    with pytest.raises(ValueError, match="no option letter"):
+    with pytest.raises(MetricError, match="no option letter"):
         option_accuracy("B", ["pneumonia"])
 
 
@@ -227,8 +305,24 @@ def test_registry():
     for name in ("vqa_accuracy", "anls", "exact_match", "option_accuracy"):
         assert get_metric(name) is metrics.METRICS[name]
     assert get_metric("anls_compat")("ab", ["ac"]) == pytest.approx(0.5)
-    with pytest.raises(ValueError, match=r"'bleu'.*known metrics: anls, anls_compat"):
+    with pytest.raises(MetricError, match=r"'bleu'.*known metrics: anls, anls_compat"):
         get_metric("bleu")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: vqa_accuracy("cat", []),
+        lambda: anls("cat", []),
+        lambda: exact_match("cat", ()),
+        lambda: option_accuracy("B", ["pneumonia"]),
+        lambda: option_accuracy_compat("B", [""]),
+        lambda: get_metric("bleu"),
+    ],
+)
+def test_data_errors_are_user_errors(call):
+    with pytest.raises(MmneuronError):
+        call()
 
 
 # --- Lingo-Judge ----------------------------------------------------------------------------
@@ -308,7 +402,7 @@ def test_judge_input_errors(tiny_judge):
     judge, _, _ = tiny_judge
     with pytest.raises(ValueError, match="one of each"):
         judge.score(QUESTIONS, REFERENCES[:2], PREDICTIONS)
-    with pytest.raises(ValueError, match="question 0"):
+    with pytest.raises(JudgeInputError, match="question 0"):
         judge.score(QUESTIONS[:1], [[]], PREDICTIONS[:1])
 
 

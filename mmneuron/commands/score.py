@@ -6,12 +6,11 @@ import argparse
 import logging
 from pathlib import Path
 
-from mmneuron.defaults import ABLATION, RUN
+from mmneuron.defaults import ABLATION, LINGO_JUDGE, RUN
 
 from . import CommandError, device, key_values, positive_int
 
 log = logging.getLogger(__name__)
-LINGO_JUDGE = "lingo_judge"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -1,5 +1,6 @@
 """Figures of the deactivation experiment: change against ``none`` per condition and domain, with the
-random controls' range, and the cross-domain matrix."""
+random controls' range, the same per question type where the table has subsets, and the
+cross-domain matrix."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pandas as pd
 
 from ..ablation.scoring import LOGLIK
 from ..conditions import NONE, OWN
+from ..vqa.effects import ALL
 from . import save_figure
 
 
@@ -28,52 +30,82 @@ def _draw(ax, matrix: np.ndarray, labels: list[list[str]], limit: float) -> plt.
     return image
 
 
-def plot_effects(
-    table: pd.DataFrame, summary: pd.DataFrame, model: str, stem: str | Path, likelihood: bool = False
-) -> list[Path]:
-    """Heatmap of the change against ``none`` (conditions x domains) when each domain's own neurons
-    are deactivated: each cell gives the change (``*``: its 95% interval excludes 0) and the range
-    of the random controls' changes over seeds. ``likelihood`` plots the reference answer's mean
-    log-likelihood instead of the domain's metric."""
-    rows = table[(table["model"] == model) & (table["control"] == OWN) & (table["source_domain"] == table["domain"])]
-    rows = rows[(rows["metric"] == LOGLIK) == likelihood]
-    if rows.empty:
-        raise ValueError(f"no scores of model {model!r} to plot")
+def _changes(rows: pd.DataFrame, controls: pd.DataFrame, column: str) -> tuple:
+    """(conditions, columns, matrix, cell labels, column labels) of the change against ``none``:
+    one row per condition, one column per value of ``column`` (``domain`` or ``subset``)."""
     conditions = [c for c in dict.fromkeys(rows["condition"]) if c != NONE]
-    domains = list(dict.fromkeys(rows["domain"]))
-    matrix = np.full((len(conditions), len(domains)), np.nan)
-    labels = [[""] * len(domains) for _ in conditions]
-    controls = summary[(summary["model"] == model) & (summary["source_domain"] == summary["domain"])]
+    columns = list(dict.fromkeys(rows[column]))
+    matrix = np.full((len(conditions), len(columns)), np.nan)
+    labels = [[""] * len(columns) for _ in conditions]
     for row in rows[rows["condition"] != NONE].itertuples():
-        i, j = conditions.index(row.condition), domains.index(row.domain)
+        i, j = conditions.index(row.condition), columns.index(getattr(row, column))
         matrix[i, j] = row.delta
         significant = row.delta_low > 0 or row.delta_high < 0
         text = f"{row.delta:+.3f}{'*' if significant else ''}"
         control = controls[
             (controls["condition"] == row.condition)
             & (controls["domain"] == row.domain)
+            & (controls["subset"] == row.subset)
             & (controls["metric"] == row.metric)
         ]
         if not control.empty:
             c = control.iloc[0]
             text += f"\nrandom [{c.delta_min:+.3f}, {c.delta_max:+.3f}]"
         labels[i][j] = text
-    baseline = rows[rows["condition"] == NONE].set_index("domain")
-    columns = [
-        f"{d}\n{baseline.loc[d, 'metric']}\nnone = {baseline.loc[d, 'value']:.3f}" if d in baseline.index else d
-        for d in domains
+    baseline = rows[rows["condition"] == NONE].set_index(column)
+    ticks = [
+        f"{c}\n{baseline.loc[c, 'metric']}\nnone = {baseline.loc[c, 'value']:.3f}" if c in baseline.index else c
+        for c in columns
     ]
-    fig, ax = plt.subplots(figsize=(1.9 * len(domains) + 2.5, 0.75 * max(len(conditions), 1) + 2), layout="constrained")
+    return conditions, columns, matrix, labels, ticks
+
+
+def _plot_changes(rows: pd.DataFrame, controls: pd.DataFrame, column: str, stem, xlabel: str, title: str) -> list[Path]:
+    conditions, columns, matrix, labels, ticks = _changes(rows, controls, column)
+    fig, ax = plt.subplots(figsize=(1.9 * len(columns) + 2.5, 0.75 * max(len(conditions), 1) + 2), layout="constrained")
     if conditions:
         image = _draw(ax, matrix, labels, _limit(matrix))
         fig.colorbar(image, ax=ax, label="change against none", shrink=0.8)
-    ax.set_xticks(range(len(domains)), columns, fontsize=8)
+    ax.set_xticks(range(len(columns)), ticks, fontsize=8)
     ax.set_yticks(range(len(conditions)), conditions, fontsize=8)
-    ax.set_xlabel("evaluation domain (its own neurons deactivated)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("condition (sites deactivated)")
-    what = "log-likelihood of the reference answer" if likelihood else "score"
-    ax.set_title(f"{model}: change in {what}\n(* 95% interval excludes 0; random: range over seeds)", fontsize=10)
+    ax.set_title(f"{title}\n(* 95% interval excludes 0; random: range over seeds)", fontsize=10)
     return save_figure(fig, stem)
+
+
+def _own(table: pd.DataFrame, model: str) -> pd.DataFrame:
+    """The model's rows with each domain's own neurons deactivated."""
+    return table[(table["model"] == model) & (table["control"] == OWN) & (table["source_domain"] == table["domain"])]
+
+
+def plot_effects(
+    table: pd.DataFrame, summary: pd.DataFrame, model: str, stem: str | Path, likelihood: bool = False
+) -> list[Path]:
+    """Heatmap of the change against ``none`` (conditions x domains) when each domain's own neurons
+    are deactivated: each cell gives the change (``*``: its 95% interval excludes 0) and the range
+    of the random controls' changes over seeds. ``likelihood`` plots the reference answer's mean
+    log-likelihood instead of the domain's metric. Whole domains only (subset ``all``)."""
+    rows = _own(table, model)
+    rows = rows[((rows["metric"] == LOGLIK) == likelihood) & (rows["subset"] == ALL)]
+    if rows.empty:
+        raise ValueError(f"no scores of model {model!r} to plot")
+    controls = summary[(summary["model"] == model) & (summary["source_domain"] == summary["domain"])]
+    what = "log-likelihood of the reference answer" if likelihood else "score"
+    xlabel = "evaluation domain (its own neurons deactivated)"
+    return _plot_changes(rows, controls, "domain", stem, xlabel, f"{model}: change in {what}")
+
+
+def plot_subsets(table: pd.DataFrame, summary: pd.DataFrame, model: str, domain: str, stem: str | Path) -> list[Path]:
+    """The change in ``domain``'s metric against ``none`` per subset (the whole domain, then each
+    question type), its own neurons deactivated; cells as in :func:`plot_effects`."""
+    rows = _own(table, model)
+    rows = rows[(rows["domain"] == domain) & (rows["metric"] != LOGLIK)]
+    if rows.empty:
+        raise ValueError(f"no scores of model {model!r} in domain {domain!r} to plot")
+    controls = summary[(summary["model"] == model) & (summary["source_domain"] == domain)]
+    title = f"{model}, domain {domain}: change in score per subset"
+    return _plot_changes(rows, controls, "subset", stem, "subset of the evaluation samples", title)
 
 
 def plot_cross_domain(table: pd.DataFrame, model: str, condition: str, stem: str | Path) -> list[Path]:
@@ -84,6 +116,7 @@ def plot_cross_domain(table: pd.DataFrame, model: str, condition: str, stem: str
         & (table["control"] == OWN)
         & (table["condition"] == condition)
         & (table["metric"] != LOGLIK)
+        & (table["subset"] == ALL)
     ]
     domains = list(dict.fromkeys([*rows["domain"], *rows["source_domain"]]))
     matrix = np.full((len(domains), len(domains)), np.nan)
@@ -105,8 +138,9 @@ def plot_cross_domain(table: pd.DataFrame, model: str, condition: str, stem: str
 
 
 def plot_all(table: pd.DataFrame, summary: pd.DataFrame, folder: str | Path) -> list[Path]:
-    """Every figure: per model the score and likelihood heatmaps, and a cross-domain matrix for each
-    condition run with other domains' neurons."""
+    """Every figure: per model the score and likelihood heatmaps, a per-subset heatmap for each
+    domain scored per question type, and a cross-domain matrix for each condition run with other
+    domains' neurons."""
     folder = Path(folder)
     paths = []
     for model in dict.fromkeys(table["model"]):
@@ -114,6 +148,9 @@ def plot_all(table: pd.DataFrame, summary: pd.DataFrame, folder: str | Path) -> 
         paths += plot_effects(table, summary, model, folder / f"{model}_ablation_scores")
         if (rows["metric"] == LOGLIK).any():
             paths += plot_effects(table, summary, model, folder / f"{model}_ablation_loglik", likelihood=True)
+        own = _own(table, model)
+        for domain in dict.fromkeys(own.loc[own["subset"] != ALL, "domain"]):
+            paths += plot_subsets(table, summary, model, domain, folder / f"{model}_ablation_scores_{domain}_subsets")
         cross = rows[(rows["control"] == OWN) & (rows["source_domain"] != rows["domain"])]
         for condition in dict.fromkeys(cross["condition"]):
             paths += plot_cross_domain(table, model, condition, folder / f"{model}_cross_domain_{condition}")

@@ -1,7 +1,9 @@
 """Effect sizes on per-sample scores: bootstrap intervals, paired differences, the score table.
 
 Per-sample scores are given as a mapping (or pandas Series) from sample id to score, so that a
-condition is always compared with the baseline on the same samples.
+condition is always compared with the baseline on the same samples. Scores that cannot be compared
+(different samples, duplicate ids, NaN) raise :class:`EffectError`, a user error: they come from
+inconsistent answers files; bad arguments (``n_boot``, ``alpha``) stay ValueError.
 """
 
 from __future__ import annotations
@@ -11,11 +13,15 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from mmneuron.errors import MmneuronError
+
 BASELINE = "none"
+ALL = "all"  # the subset of a whole-domain row
 SCORE_COLUMNS = (
     "model",
     "condition",
     "domain",
+    "subset",
     "metric",
     "value",
     "n",
@@ -26,6 +32,10 @@ SCORE_COLUMNS = (
     "delta_high",
 )
 _BOOT_CELLS = 4_000_000  # resampled values drawn at once: bounds memory for large n
+
+
+class EffectError(MmneuronError):
+    """Per-sample scores that cannot be compared: different samples, duplicate ids, NaN values."""
 
 
 def bootstrap_ci(
@@ -41,7 +51,7 @@ def bootstrap_ci(
     if values.ndim != 1 or values.size == 0:
         raise ValueError(f"bootstrap needs a non-empty list of scores, got shape {values.shape}")
     if not np.isfinite(values).all():
-        raise ValueError("bootstrap scores contain NaN or infinite values")
+        raise EffectError("scores contain NaN or infinite values")
     if not 0 < alpha < 1 or n_boot < 1:
         raise ValueError(f"need 0 < alpha < 1 and n_boot >= 1, got alpha={alpha}, n_boot={n_boot}")
     rng = np.random.default_rng(seed)
@@ -57,7 +67,7 @@ def bootstrap_ci(
 def _as_series(scores: Mapping | pd.Series, what: str) -> pd.Series:
     series = scores if isinstance(scores, pd.Series) else pd.Series(dict(scores), dtype=float)
     if not series.index.is_unique:
-        raise ValueError(f"{what}: duplicate sample ids {list(series.index[series.index.duplicated()][:5])}")
+        raise EffectError(f"{what}: duplicate sample ids {list(series.index[series.index.duplicated()][:5])}")
     return series.astype(float)
 
 
@@ -70,7 +80,7 @@ def paired_difference_ci(
 ) -> tuple[float, float, float]:
     """(mean difference, low, high) of condition minus baseline, paired by sample id.
 
-    Both arguments map sample id -> score; the ids must be the same set (else ValueError with
+    Both arguments map sample id -> score; the ids must be the same set (else EffectError with
     examples of the ids found on one side only). The interval is a percentile bootstrap of the
     per-sample differences, so each resample keeps a sample's two scores together.
     """
@@ -79,7 +89,7 @@ def paired_difference_ci(
     only_condition = condition.index.difference(baseline.index)
     only_baseline = baseline.index.difference(condition.index)
     if len(only_condition) or len(only_baseline):
-        raise ValueError(
+        raise EffectError(
             "condition and baseline are scored on different samples: "
             f"{len(only_condition)} ids only in the condition (e.g. {list(only_condition[:3])}), "
             f"{len(only_baseline)} only in the baseline (e.g. {list(only_baseline[:3])})"
@@ -104,31 +114,32 @@ def summarize_random_controls(values: Sequence[float]) -> dict[str, float]:
 
 
 def score_table(
-    records: Mapping[tuple[str, str, str, str], Mapping | pd.Series],
+    records: Mapping[tuple[str, str, str, str, str], Mapping | pd.Series],
     n_boot: int = 1000,
     alpha: float = 0.05,
     seed: int = 0,
     baseline: str = BASELINE,
 ) -> pd.DataFrame:
-    """The tidy score table, one row per (model, condition, domain, metric).
+    """The tidy score table, one row per (model, condition, domain, subset, metric).
 
-    ``records`` maps (model, condition, domain, metric) to per-sample scores (sample id ->
-    score). ``value`` is the mean with its bootstrap interval ``ci_low``/``ci_high``; ``delta``
-    is the paired difference to the ``baseline`` condition of the same model, domain and metric
-    with its interval ``delta_low``/``delta_high`` (0 for the baseline itself, NaN when no
-    baseline was scored). Rows keep the order of ``records``.
+    ``records`` maps (model, condition, domain, subset, metric) to per-sample scores (sample id ->
+    score); ``subset`` is :data:`ALL` for a whole domain or names a part of it
+    (``"question_type=count"``). ``value`` is the mean with its bootstrap interval
+    ``ci_low``/``ci_high``; ``delta`` is the paired difference to the ``baseline`` condition of
+    the same model, domain, subset and metric with its interval ``delta_low``/``delta_high`` (0
+    for the baseline itself, NaN when no baseline was scored). Rows keep the order of ``records``.
     """
     rows = []
     for key, scores in records.items():
-        model, condition, domain, metric = key
+        model, _, domain, subset, metric = key
         try:
             series = _as_series(scores, "scores")
             value, low, high = bootstrap_ci(series.to_numpy(), n_boot=n_boot, alpha=alpha, seed=seed)
-            reference = records.get((model, baseline, domain, metric))
+            reference = records.get((model, baseline, domain, subset, metric))
             delta = (float("nan"),) * 3
             if reference is not None:
                 delta = paired_difference_ci(series, reference, n_boot=n_boot, alpha=alpha, seed=seed)
-        except ValueError as error:
-            raise ValueError(f"{'/'.join(map(str, key))}: {error}") from None
-        rows.append((model, condition, domain, metric, value, len(series), low, high, *delta))
+        except EffectError as error:
+            raise EffectError(f"{'/'.join(map(str, key))}: {error}") from None
+        rows.append((*key, value, len(series), low, high, *delta))
     return pd.DataFrame(rows, columns=list(SCORE_COLUMNS))

@@ -1,14 +1,16 @@
 """Answer scoring for the five domains (SPEC section 6): plain functions on strings.
 
 Every metric has the signature ``metric(prediction, answers) -> float`` where ``answers`` holds
-the reference answers (a single string counts as one reference). Which metric a domain uses is
-configuration: look it up by name with :func:`get_metric`.
+the reference answers (a single string counts as one reference); the option metrics
+(:data:`OPTION_METRICS`) also take the sample's option letters as ``letters=``. Which metric a
+domain uses is configuration: look it up by name with :func:`get_metric`.
 
 Official metrics: ``vqa_accuracy`` (VQAv2), ``anls`` (DocVQA), ``exact_match`` (RSVQA),
 ``option_accuracy`` (PMC-VQA); LingoQA's Lingo-Judge lives in :mod:`mmneuron.vqa.judge`.
 
-Compatibility variants, named apart so they are never used by accident:
+Variants, named apart so they are never used by accident:
 
+- ``exact_match_punct``: exact match that also drops trailing punctuation ("Yes." matches "yes").
 - ``vqa_accuracy_offline``: the official *offline* VQA script, including its quirk of skipping
   normalisation when all references agree ("Yes" scores 0 against ten "yes").
 - ``*_compat``: the scoring of the MMNeuron authors' ``scripts/evaluate.py`` (see each function).
@@ -18,9 +20,18 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable, Sequence
+import string
+from collections.abc import Callable, Mapping, Sequence
+
+from mmneuron.errors import MmneuronError
 
 Metric = Callable[[str, Sequence[str]], float]
+
+
+class MetricError(MmneuronError):
+    """Answers a metric cannot score: no reference, a reference without an option letter, options
+    that are neither a list nor a dict keyed by letter, an unknown metric name."""
+
 
 # ---------------------------------------------------------------------------------------------
 # VQAv2 answer normalisation (the official evaluation's processPunctuation + processDigitArticle)
@@ -122,7 +133,7 @@ def _references(answers: Sequence[str] | str) -> list[str]:
     """The references as a list; one string is one reference. No reference is an error."""
     references = [answers] if isinstance(answers, str) else list(answers)
     if not references:
-        raise ValueError("no reference answers to score against")
+        raise MetricError("no reference answers to score against")
     return references
 
 
@@ -214,9 +225,10 @@ def anls(prediction: str, answers: Sequence[str] | str, threshold: float = 0.5) 
     """Average Normalised Levenshtein Similarity for one question (DocVQA).
 
     Texts are lower-cased, stripped and their inner whitespace collapsed. For each reference
-    NL = levenshtein / max(len); the similarity 1 - NL is kept when NL < ``threshold`` and is 0
-    otherwise (so at exactly NL = 0.5 the score is 0, as the DocVQA definition states). The
-    result is the maximum over the references; two empty strings have similarity 1.
+    NL = levenshtein / max(len); the similarity 1 - NL is kept when NL <= ``threshold`` and is 0
+    otherwise. At exactly NL = 0.5 the score is 0.5, as in the official DocVQA evaluation script
+    and lmms-eval (which zero a similarity only below 0.5). The result is the maximum over the
+    references; two empty strings have similarity 1.
     """
     prediction = _anls_text(prediction)
     best = 0.0
@@ -224,7 +236,7 @@ def anls(prediction: str, answers: Sequence[str] | str, threshold: float = 0.5) 
         answer = _anls_text(answer)
         length = max(len(prediction), len(answer))
         distance = levenshtein(prediction, answer) / length if length else 0.0
-        if distance < threshold:
+        if distance <= threshold:
             best = max(best, 1.0 - distance)
     return best
 
@@ -239,18 +251,26 @@ def anls_compat(prediction: str, answers: Sequence[str] | str) -> float:
 # Exact match (RSVQA)
 # ---------------------------------------------------------------------------------------------
 
+
+def exact_match(prediction: str, answers: Sequence[str] | str) -> float:
+    """1 when the prediction equals a reference after lower-casing and stripping, else 0."""
+    prediction = prediction.strip().lower()
+    return float(any(prediction == answer.strip().lower() for answer in _references(answers)))
+
+
 _TRAILING_PUNCTUATION = re.compile(r"[\s.,;:!?]+$")
 
 
-def _exact_match_text(text: str) -> str:
+def _punct_text(text: str) -> str:
     return _TRAILING_PUNCTUATION.sub("", text.strip().lower())
 
 
-def exact_match(prediction: str, answers: Sequence[str] | str) -> float:
-    """1 when the prediction equals a reference after lower-casing, stripping and removing
-    trailing punctuation (". , ; : ! ?"), else 0."""
-    prediction = _exact_match_text(prediction)
-    return float(any(prediction == _exact_match_text(answer) for answer in _references(answers)))
+def exact_match_punct(prediction: str, answers: Sequence[str] | str) -> float:
+    """A lenient variant of :func:`exact_match`: trailing punctuation (". , ; : ! ?") is also
+    removed, so "Yes." matches "yes". Not the official rule; for checking how much a model's
+    punctuation alone costs."""
+    prediction = _punct_text(prediction)
+    return float(any(prediction == _punct_text(answer) for answer in _references(answers)))
 
 
 def exact_match_compat(prediction: str, answers: Sequence[str] | str) -> float:
@@ -262,7 +282,7 @@ def exact_match_compat(prediction: str, answers: Sequence[str] | str) -> float:
 # Option letters (PMC-VQA)
 # ---------------------------------------------------------------------------------------------
 
-OPTION_LETTERS = "ABCDE"
+OPTION_LETTERS = "ABCD"  # the letters of a sample without options (PMC-VQA has four)
 # A capital letter standing alone: no letter, digit, apostrophe or hyphen on either side, so
 # "Answer", "CD4", "B-cell" and "A's" hold no option letter while "(C)", "D)", "B." and "E:" do.
 _STANDALONE_CAPITAL = re.compile(r"(?<![\w'\u2019-])([A-Z])(?![\w'\u2019-])")  # \u2019: the typographic apostrophe
@@ -290,30 +310,53 @@ def option_letter(prediction: str, letters: str = OPTION_LETTERS) -> str | None:
     return None
 
 
+def option_letters(options: Sequence[str] | Mapping[str, str] | None) -> str:
+    """The option letters of a sample's ``meta["options"]``: A, B, C ... one per entry of a list
+    (the order the prompt shows them in), the keys of a dict (each one capital letter), or
+    :data:`OPTION_LETTERS` when there are no options."""
+    if not options:
+        return OPTION_LETTERS
+    if isinstance(options, Mapping):
+        for key in options:
+            if not (isinstance(key, str) and len(key) == 1 and key in string.ascii_uppercase):
+                raise MetricError(f"options keyed by {key!r}: the keys of a dict of options must be capital letters")
+        return "".join(options)
+    if isinstance(options, str) or not isinstance(options, Sequence):
+        raise MetricError(f"options must be a list or a dict keyed by letter, got {options!r:.80}")
+    if len(options) > len(string.ascii_uppercase):
+        raise MetricError(f"{len(options)} options, more than the letters A-Z")
+    return string.ascii_uppercase[: len(options)]
+
+
 def _reference_letters(answers: Sequence[str] | str, letters: str) -> set[str]:
     found = set()
     for answer in _references(answers):
         letter = option_letter(answer.strip(), letters)
         if letter is None:
-            raise ValueError(f"reference answer {answer!r} holds no option letter ({letters})")
+            other = option_letter(answer.strip(), string.ascii_uppercase)
+            if other is not None:
+                raise MetricError(f"reference answer {answer!r}: letter {other} is not one of the options {letters}")
+            raise MetricError(f"reference answer {answer!r} holds no option letter ({letters})")
         found.add(letter)
     return found
 
 
-def option_accuracy(prediction: str, answers: Sequence[str] | str) -> float:
+def option_accuracy(prediction: str, answers: Sequence[str] | str, *, letters: str = OPTION_LETTERS) -> float:
     """1 when :func:`option_letter` of the prediction is the letter of a reference ("B",
-    "(B)" or "B: text"); a reference without an option letter is an error."""
-    letter = option_letter(prediction)
-    return float(letter is not None and letter in _reference_letters(answers, OPTION_LETTERS))
+    "(B)" or "B: text"). ``letters`` are the sample's option letters (:func:`option_letters`);
+    a reference without one of them is an error."""
+    reference = _reference_letters(answers, letters)  # checked even when the prediction holds no letter
+    return float(option_letter(prediction, letters) in reference)
 
 
-def option_accuracy_compat(prediction: str, answers: Sequence[str] | str) -> float:
+def option_accuracy_compat(prediction: str, answers: Sequence[str] | str, *, letters: str = OPTION_LETTERS) -> float:
     """The authors' PMC-VQA scoring in effect: the number of characters of the prediction equal
     to the reference letter, wherever they stand. Against "B": "B" and "The answer is B" score 1,
     "Because B" scores 2 and "A" scores 0; against "A", "Answer: A" scores 2. Per-sample values
-    above 1 are possible, as in the authors' published numbers.
+    above 1 are possible, as in the authors' published numbers. ``letters`` only checks the
+    reference, as in :func:`option_accuracy`.
     """
-    reference = _reference_letters(answers, OPTION_LETTERS)
+    reference = _reference_letters(answers, letters)
     return float(sum(char in reference for char in prediction))
 
 
@@ -329,14 +372,19 @@ METRICS: dict[str, Metric] = {
     "vqa_accuracy_offline": vqa_accuracy_offline,
     "vqa_match_compat": vqa_match_compat,
     "anls_compat": anls_compat,
+    "exact_match_punct": exact_match_punct,
     "exact_match_compat": exact_match_compat,
     "option_accuracy_compat": option_accuracy_compat,
 }
 
 
+# The metrics that take the sample's option letters as ``letters=`` (see :func:`option_letters`).
+OPTION_METRICS = frozenset({"option_accuracy", "option_accuracy_compat"})
+
+
 def get_metric(name: str) -> Metric:
-    """The metric registered as ``name``; an unknown name raises ValueError listing the known."""
+    """The metric registered as ``name``; an unknown name raises MetricError listing the known."""
     try:
         return METRICS[name]
     except KeyError:
-        raise ValueError(f"unknown metric {name!r}; known metrics: {', '.join(sorted(METRICS))}") from None
+        raise MetricError(f"unknown metric {name!r}; known metrics: {', '.join(sorted(METRICS))}") from None
