@@ -70,7 +70,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mmneuron.ablation.run import Settings, run_ablation, write_answers
-    from mmneuron.conditions import Condition
+    from mmneuron.conditions import Condition, condition_sites
     from mmneuron.data.samples import read_samples
     from mmneuron.selection import Selection
 
@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     )
     condition = Condition(args.condition, args.random_seed, args.source_domain)
     selection = Selection.load(args.neurons)
+    condition_sites(condition.name, list(selection.sites))  # before the model loads
     samples = read_samples(args.data, args.limit)
     if not samples:
         raise CommandError(f"--data: no samples in {args.data}")

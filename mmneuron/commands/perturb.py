@@ -73,7 +73,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmneuron.conditions import NONE, Condition
+    from mmneuron.conditions import NONE, Condition, condition_sites
     from mmneuron.data.samples import read_samples
     from mmneuron.perturbation import run_perturbation
     from mmneuron.plots.perturbation import plot_all
@@ -86,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         for domain, template in key_values(args.prompts, "--prompts", "DOMAIN=TEMPLATE").items()
     }
     selection = Selection.load(args.neurons)
+    for name in args.conditions:  # before the model loads
+        condition_sites(name, list(selection.sites))
     samples = [s for path in args.data for s in read_samples(path, args.limit)]
     if not samples:
         raise CommandError(f"--data: no samples in {', '.join(map(str, args.data))}")
