@@ -19,11 +19,12 @@ import torch
 
 from mmneuron.data import synthetic
 from mmneuron.data.samples import decode_image, read_samples
-from mmneuron.extract import DEFAULT_PROMPT, forward_options, position_masks, prepare_batch
 from mmneuron.hooks.record import ActivationRecorder
+from mmneuron.defaults import STATS_PROMPT
 from mmneuron.models.demo import build_demo_model, build_demo_processor
+from mmneuron.models.inputs import RIGHT, build_prompt, encode, forward_options, position_masks
 from mmneuron.models.loading import load_model, resolve_device, resolve_dtype
-from mmneuron.models.sites import image_prompt, resolve_sites
+from mmneuron.models.sites import resolve_sites
 from mmneuron.models.tiny import build_tiny
 
 
@@ -73,8 +74,8 @@ def main() -> None:
     batches = []
     for start in range(0, len(samples), args.batch_size):
         chunk = samples[start : start + args.batch_size]
-        prompts = [image_prompt(model_type, DEFAULT_PROMPT.format(question=s.question)) for s in chunk]
-        batches.append(prepare_batch(model, processor, prompts, [decode_image(s) for s in chunk]))
+        prompts = [build_prompt(processor, model_type, STATS_PROMPT, s) for s in chunk]
+        batches.append(encode(model, processor, [decode_image(s) for s in chunk], prompts, RIGHT).inputs)
     options = forward_options(model)
 
     def bare():

@@ -37,7 +37,7 @@ def main() -> None:
     model = build_demo_model(processor)
     per_domain = -(-args.batch_size // len(synthetic.DOMAINS))
     samples = [s for d in synthetic.DOMAINS for s in synthetic.generate(d, "bench", per_domain)][: args.batch_size]
-    encoded = encode_training_samples(processor, samples)
+    encoded = encode_training_samples(model, processor, samples)
     pad = processor.tokenizer.pad_token_id
     batch = (
         _left_pad(encoded.input_ids, pad),
