@@ -19,8 +19,8 @@ import torch
 
 from mmneuron.data import synthetic
 from mmneuron.data.samples import decode_image, read_samples
-from mmneuron.hooks.record import ActivationRecorder
 from mmneuron.defaults import STATS_PROMPT
+from mmneuron.hooks.record import ActivationRecorder
 from mmneuron.models.demo import build_demo_model, build_demo_processor
 from mmneuron.models.inputs import RIGHT, build_prompt, encode, forward_options, position_masks
 from mmneuron.models.loading import load_model, resolve_device, resolve_dtype
