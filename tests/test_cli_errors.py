@@ -18,7 +18,7 @@ from mmneuron.models.tiny import build_tiny, save_tiny
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli-errors")
-    model = save_tiny("llava_next", root / "model")
+    save_tiny("llava_next", root / "model")
     data = root / "rs.parquet"
     write_samples(synthetic.generate("rs", "eval", 2), data)
     selection_for(build_tiny("llava_next")[0], {"rs": {"lm": [(0, 1)]}}).save(root / "neurons.json")

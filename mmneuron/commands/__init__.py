@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 
 from mmneuron.defaults import RUN
 from mmneuron.errors import MmneuronError
@@ -63,6 +64,29 @@ def add_model_arguments(parser: argparse.ArgumentParser, name_default: str) -> N
         "--dtype", choices=DTYPES, default=RUN.dtype, help="auto: bfloat16 on a GPU, float32 on the CPU"
     )
     parser.add_argument("--threads", type=positive_int, help="CPU threads of torch (default: torch's choice)")
+
+
+def add_samples_arguments(parser: argparse.ArgumentParser) -> None:
+    """--data (samples files of any domains) and --limit (samples per file)."""
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        required=True,
+        type=Path,
+        metavar="PARQUET",
+        help="samples files; the domain comes from each sample",
+    )
+    parser.add_argument("--limit", type=positive_int, help="samples per file (default: all)")
+
+
+def read_samples_files(paths: list[Path], limit: int | None, option: str) -> list:
+    """The samples of every file (the first ``limit`` of each); none at all is a :class:`CommandError`."""
+    from mmneuron.data.samples import read_samples
+
+    samples = [sample for path in paths for sample in read_samples(path, limit)]
+    if not samples:
+        raise CommandError(f"{option}: no samples in {', '.join(map(str, paths))}")
+    return samples
 
 
 def load_model(args: argparse.Namespace):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mmneuron.defaults import LENS
 
-from . import CommandError, add_model_arguments, load_model, positive_int, share
+from . import add_model_arguments, add_samples_arguments, load_model, positive_int, read_samples_files, share
 
 log = logging.getLogger(__name__)
 
@@ -22,19 +22,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Outputs not named go beside --out: {stem}_stages.csv and {stem}_examples.json.",
     )
     add_model_arguments(parser, name_default="the model folder's name")
-    parser.add_argument(
-        "--data",
-        nargs="+",
-        required=True,
-        type=Path,
-        metavar="PARQUET",
-        help="samples files; the domain comes from each sample",
-    )
+    add_samples_arguments(parser)
     parser.add_argument("--out", required=True, type=Path, help="tidy CSV: one row per domain, scope and layer")
     parser.add_argument("--examples", type=Path, help="JSON of per-sample top tokens per layer")
     parser.add_argument("--stages", type=Path, help="CSV of the stage boundaries per domain")
     parser.add_argument("--figures", type=Path, help="folder for the figures (PNG and PDF); none if omitted")
-    parser.add_argument("--limit", type=positive_int, help="samples per file (default: all)")
     parser.add_argument("--batch-size", type=positive_int, default=LENS.batch_size)
     parser.add_argument(
         "--chunk-size",
@@ -76,15 +68,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmneuron.data.samples import read_samples
     from mmneuron.lens import run_lens
     from mmneuron.plots.lens import plot_all
     from mmneuron.stages import StageRule, stage_table
 
     rule = StageRule(args.start_fraction, args.min_rise, args.flat_tolerance)
-    samples = [s for path in args.data for s in read_samples(path, args.limit)]
-    if not samples:
-        raise CommandError(f"--data: no samples in {', '.join(map(str, args.data))}")
+    samples = read_samples_files(args.data, args.limit, "--data")
     name = args.name or Path(args.model).name
     model, processor = load_model(args)
     result = run_lens(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mmneuron.defaults import ABLATION, PERTURBATION
 
-from . import CommandError, add_model_arguments, key_values, load_model, positive_int
+from . import add_model_arguments, add_samples_arguments, key_values, load_model, positive_int, read_samples_files
 from .ablate import add_evaluation_prompt_arguments
 
 log = logging.getLogger(__name__)
@@ -30,14 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_arguments(parser, name_default="the neuron file's")
     parser.add_argument("--neurons", required=True, type=Path, help="neurons.json of `mmneuron select`")
-    parser.add_argument(
-        "--data",
-        nargs="+",
-        required=True,
-        type=Path,
-        metavar="PARQUET",
-        help="samples files; the domain comes from each sample",
-    )
+    add_samples_arguments(parser)
     parser.add_argument(
         "--conditions",
         nargs="+",
@@ -58,7 +51,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--summary", type=Path, help="JSON: settings, samples, neurons deactivated, skipped samples")
     parser.add_argument("--figures", type=Path, help="folder for the figures (PNG and PDF); none if omitted")
-    parser.add_argument("--limit", type=positive_int, help="samples per file (default: all)")
     parser.add_argument("--batch-size", type=positive_int, default=PERTURBATION.batch_size)
     add_evaluation_prompt_arguments(parser)
     parser.add_argument(
@@ -74,7 +66,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mmneuron.conditions import NONE, Condition, condition_sites
-    from mmneuron.data.samples import read_samples
     from mmneuron.perturbation import run_perturbation
     from mmneuron.plots.perturbation import plot_all
     from mmneuron.selection import Selection
@@ -88,9 +79,7 @@ def run(args: argparse.Namespace) -> int:
     selection = Selection.load(args.neurons)
     for name in args.conditions:  # before the model loads
         condition_sites(name, list(selection.sites))
-    samples = [s for path in args.data for s in read_samples(path, args.limit)]
-    if not samples:
-        raise CommandError(f"--data: no samples in {', '.join(map(str, args.data))}")
+    samples = read_samples_files(args.data, args.limit, "--data")
     model, processor = load_model(args)
     name = args.name or selection.model
     result = run_perturbation(

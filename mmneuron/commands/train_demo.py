@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mmneuron.defaults import DEMO_MODEL, RUN
 
-from . import CommandError, positive_int
+from . import positive_int, read_samples_files
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +33,14 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from mmneuron.data import synthetic
-    from mmneuron.data.samples import read_samples
     from mmneuron.models.demo import build_demo_model, build_demo_processor
     from mmneuron.models.train_demo import TrainSettings, evaluate, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = TrainSettings(args.steps, args.batch_size, args.learning_rate, args.warmup_steps, args.seed)
-    train_samples = [s for path in args.train for s in read_samples(path)]
-    eval_samples = [s for path in args.eval for s in read_samples(path)]
-    for option, samples in (("--train", train_samples), ("--eval", eval_samples)):
-        if not samples:
-            raise CommandError(f"{option}: no samples in {', '.join(map(str, getattr(args, option[2:])))}")
+    train_samples = read_samples_files(args.train, None, "--train")
+    eval_samples = read_samples_files(args.eval, None, "--eval")
     processor = build_demo_processor(synthetic.vocabulary())
     model = build_demo_model(processor, seed=args.seed)
     summary = train(model, processor, train_samples, settings)
