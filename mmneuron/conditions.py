@@ -21,7 +21,7 @@ from mmneuron.selection import Selection
 
 NONE, ALL = "none", "all"
 OWN, RANDOM = "domain", "random"  # the kinds of neuron sets (the ``control`` field of the outputs)
-# The paper's conditions (SPEC section 4), by model type.
+# The paper's conditions (docs/method.md, section 5), by model type.
 PAPER_CONDITIONS = {
     "llava_next": (NONE, "lm", "vision", "projector", ALL),
     "instructblip": (NONE, "lm", "vision", "qformer+query", "vision+qformer+query", ALL),

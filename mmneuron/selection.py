@@ -1,4 +1,4 @@
-"""Domain-specific neuron selection by DAPE (SPEC.md section 3; LAPE's rule, made total).
+"""Domain-specific neuron selection by DAPE (docs/method.md, section 4: LAPE's rule, made total).
 
 Per site, with ``p`` of shape (domains, layers, width):
 

@@ -1,4 +1,4 @@
-"""Answer scoring for the five domains (SPEC section 6): plain functions on strings.
+"""Answer scoring for the five domains (docs/metrics.md): plain functions on strings.
 
 Every metric has the signature ``metric(prediction, answers) -> float`` where ``answers`` holds
 the reference answers (a single string counts as one reference); the option metrics
