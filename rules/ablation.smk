@@ -68,8 +68,10 @@ rule score_ablation:
         # every configured domain needs a metric (a KeyError here names the one without)
         metrics=options("--metrics", [f"{domain}={EVALUATION['metrics'][domain]}" for domain in DOMAINS]),
         judge=option("--judge", EVALUATION["judge"]) if EVALUATION.get("judge") else "",
+        # TODO(merge): `score --breakdown` comes with the library branch (rules/common.smk).
+        breakdown=key_values("--breakdown", EVALUATION["breakdown"]) if LIBRARY_HAS_NEW_FLAGS else "",
         n_boot=option("--n-boot", ABLATION["n_boot"]),
         seed=option("--seed", config["seed"]),
     shell:
-        "python -m mmneuron score {input} {params.metrics} {params.judge} --out {output.scores}"
+        "python -m mmneuron score {input} {params.metrics} {params.judge} {params.breakdown} --out {output.scores}"
         " --random-out {output.random} --figures {output.figures} {params.n_boot} {params.seed} > {log} 2>&1"

@@ -15,7 +15,7 @@ EXTRACTION = config["extraction"]
 EXTRACT = (
     "python -m mmneuron extract {params.model} --name {wildcards.model} --data {input.data} --out {output}"
     " {params.shard} {params.samples} {params.sites} {params.batch_size} {params.prompt} {params.max_bad_share}"
-    " {params.device} {params.dtype} --threads {threads} > {log} 2>&1"
+    " {params.anyres_padding} {params.device} {params.dtype} --threads {threads} > {log} 2>&1"
 )
 EXTRACT_PARAMS = dict(
     model=model_option,
@@ -26,6 +26,8 @@ EXTRACT_PARAMS = dict(
     # a function: Snakemake would read the template's braces as wildcards
     prompt=lambda wildcards: option("--prompt", EXTRACTION["prompt"]),
     max_bad_share=option("--max-bad-share", EXTRACTION["max_bad_share"]),
+    # TODO(merge): `extract --anyres-padding` comes with the library branch (rules/common.smk).
+    anyres_padding=option("--anyres-padding", EXTRACTION["anyres_padding"]) if LIBRARY_HAS_NEW_FLAGS else "",
     device=DEVICE,
     dtype=DTYPE,
 )
