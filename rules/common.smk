@@ -14,7 +14,7 @@ MODELS = list(config["models"])
 # TODO(merge): the library branch adds `mmneuron extract --anyres-padding` and `mmneuron score --breakdown`.
 # Until it merges, a real run would fail with them, so they are left out of the commands (their params are
 # empty) and `extraction.anyres_padding: count` is refused rather than silently ignored. After the merge,
-# set this to True (then delete it, the conditionals reading it and the check below).
+# set this to True (then delete it, the conditionals reading it, the check below and its test).
 LIBRARY_HAS_NEW_FLAGS = False
 if not LIBRARY_HAS_NEW_FLAGS and config["extraction"]["anyres_padding"] != "skip":
     raise ValueError(
