@@ -1,5 +1,8 @@
 # mmneuron: domain-specific neurons in multimodal LLMs (MMNeuron, EMNLP 2024).
 # This file only orchestrates: every step is a `mmneuron` subcommand; the logic lives in mmneuron/.
+# Every config value a command uses reaches it as a param of its own (rules/common.smk says why).
+import shlex
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -11,26 +14,14 @@ configfile: f"{workflow.basedir}/config/config.yaml"
 
 validate(config, "config/schema.yaml")
 
-DOMAINS = config["domains"]
 # The package is run from this checkout, so rules work in the project venv and in `--use-conda`
-# environments (which hold the dependencies only) alike.
-# (Braces doubled twice: once for this f-string, once for the shell directive's own formatting.)
-MMNEURON = f"PYTHONPATH={workflow.basedir}${{{{PYTHONPATH:+:$PYTHONPATH}}}} python -m mmneuron"
-
-MODELS = list(config["models"])
-
-
-def model_path(wildcards):
-    """The model folder or Hugging Face id of `wildcards.model` (config `models`)."""
-    return config["models"][wildcards.model]["path"]
+# environments (which hold the dependencies only) alike. A prefix of every shell command rather than part
+# of each, so the checkout's location is no part of any rule's code (which the `code` rerun trigger compares).
+# (Braces doubled twice: once for this f-string, once for the prefix's own formatting.)
+shell.prefix(f"set -eu; export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 
 
-def model_files(wildcards):
-    """A model the workflow builds (under results/models/) is an input; external ones are not."""
-    path = model_path(wildcards).rstrip("/")
-    return [f"{path}/model.safetensors"] if path.startswith("results/models/") else []
-
-
+include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/models.smk"
 include: "rules/activations.smk"

@@ -8,34 +8,6 @@ ABLATION = config["ablation"]
 EVALUATION = config["evaluation"]
 
 
-def ablation_answers(wildcards):
-    """Every answers file the scoring of one model needs."""
-    stem = f"results/{wildcards.model}/ablation/answers"
-    files = []
-    for condition in ABLATION["conditions"]:
-        variants = ["own"]
-        if condition != "none":
-            variants += [f"random{seed}" for seed in ABLATION["random_seeds"]]
-        files += expand(f"{stem}/{condition}/{{variant}}/{{domain}}.jsonl", variant=variants, domain=DOMAINS)
-    for condition in ABLATION["cross_domain"]:
-        files += [
-            f"{stem}/{condition}/from_{source}/{domain}.jsonl"
-            for source in DOMAINS
-            for domain in DOMAINS
-            if source != domain
-        ]
-    return files
-
-
-def ablation_variant_flags(wildcards):
-    variant = wildcards.variant
-    if variant.startswith("random"):
-        return f"--random-seed {variant[len('random'):]}"
-    if variant.startswith("from_"):
-        return f"--source-domain {variant[len('from_'):]}"
-    return ""
-
-
 rule ablate:
     input:
         model=model_files,
@@ -51,23 +23,34 @@ rule ablate:
         domain=r"[^/]+",
     conda:
         "../envs/mmneuron.yaml"
+    # Many small jobs: `ablation.threads` each (not MODEL_THREADS), so several run side by side.
     threads: ABLATION["threads"]
     resources:
-        gpu=0 if config["device"] == "cpu" else 1,
+        gpu=MODEL_GPUS,
     params:
-        model=model_path,
-        flags=ablation_variant_flags,
-        prompt=lambda wildcards: EVALUATION["prompts"].get(wildcards.domain, EVALUATION["prompts"]["default"]),
-        chat="--chat" if EVALUATION["chat"] else "",
-        likelihood="" if ABLATION["likelihood"] else "--no-likelihood",
-        settings=ABLATION,
+        model=model_option,
+        variant=ablation_variant_flags,
+        # this domain's template (or the default), through a function: Snakemake would read its braces as
+        # wildcards; a change to another domain's template reruns only that domain's jobs
+        prompt=lambda wildcards: option(
+            "--prompt", EVALUATION["prompts"].get(wildcards.domain, EVALUATION["prompts"]["default"])
+        ),
+        chat=switch("--chat", EVALUATION["chat"]),
+        likelihood=switch("--no-likelihood", not ABLATION["likelihood"]),
+        batch_size=option("--batch-size", ABLATION["batch_size"]),
+        max_new_tokens=option("--max-new-tokens", ABLATION["max_new_tokens"]),
+        decoding=option("--decoding", ABLATION["decoding"]),
+        temperature=option("--temperature", ABLATION["temperature"]),
+        seed=option("--seed", config["seed"]),
+        value=option("--value", ABLATION["value"]),
+        device=DEVICE,
+        dtype=DTYPE,
     shell:
-        MMNEURON + " ablate --model {params.model:q} --neurons {input.neurons} --data {input.data}"
-        " --condition {wildcards.condition} {params.flags} --out {output} --prompt {params.prompt:q}"
-        " {params.chat} {params.likelihood} --batch-size {params.settings[batch_size]}"
-        " --max-new-tokens {params.settings[max_new_tokens]} --decoding {params.settings[decoding]}"
-        " --temperature {params.settings[temperature]} --seed {config[seed]} --value {params.settings[value]}"
-        " --device {config[device]} --threads {threads} --name {wildcards.model} > {log} 2>&1"
+        "python -m mmneuron ablate {params.model} --name {wildcards.model} --neurons {input.neurons}"
+        " --data {input.data} --condition {wildcards.condition} {params.variant} --out {output}"
+        " {params.prompt} {params.chat} {params.likelihood} {params.batch_size} {params.max_new_tokens}"
+        " {params.decoding} {params.temperature} {params.seed} {params.value} {params.device} {params.dtype}"
+        " --threads {threads} > {log} 2>&1"
 
 
 rule score_ablation:
@@ -82,10 +65,13 @@ rule score_ablation:
     conda:
         "../envs/mmneuron.yaml"
     params:
-        metrics=" ".join(f"{domain}={EVALUATION['metrics'][domain]}" for domain in DOMAINS),
-        judge=f"--judge {EVALUATION['judge']}" if EVALUATION.get("judge") else "",
-        n_boot=ABLATION["n_boot"],
+        # every configured domain needs a metric (a KeyError here names the one without)
+        metrics=options("--metrics", [f"{domain}={EVALUATION['metrics'][domain]}" for domain in DOMAINS]),
+        judge=option("--judge", EVALUATION["judge"]) if EVALUATION.get("judge") else "",
+        # TODO(merge): `score --breakdown` comes with the library branch (rules/common.smk).
+        breakdown=key_values("--breakdown", EVALUATION["breakdown"]) if LIBRARY_HAS_NEW_FLAGS else "",
+        n_boot=option("--n-boot", ABLATION["n_boot"]),
+        seed=option("--seed", config["seed"]),
     shell:
-        MMNEURON + " score {input} --metrics {params.metrics} {params.judge} --out {output.scores}"
-        " --random-out {output.random} --figures {output.figures} --n-boot {params.n_boot}"
-        " --seed {config[seed]} > {log} 2>&1"
+        "python -m mmneuron score {input} {params.metrics} {params.judge} {params.breakdown} --out {output.scores}"
+        " --random-out {output.random} --figures {output.figures} {params.n_boot} {params.seed} > {log} 2>&1"

@@ -10,30 +10,26 @@
 #   results/{model}/counts/shards/{domain}.half{h}.{i}.safetensors   (only when shards > 1)
 
 EXTRACTION = config["extraction"]
-EXTRACTION_SHARDS = EXTRACTION["shards"]
-HALF_INDEX = {"a": 1, "b": 2}
 
-
-def extraction_shard(wildcards):
-    """This job's shard of the domain's samples, as `mmneuron extract --shard` takes it."""
-    half = HALF_INDEX[wildcards.half]
-    index = (half - 1) * EXTRACTION_SHARDS + int(wildcards.get("shard", 1))
-    return f"{index}/{2 * EXTRACTION_SHARDS}"
-
-
+# One command and one set of params for the extraction jobs of either layout (shards of halves, or halves).
 EXTRACT = (
-    MMNEURON + " extract --model {params.model:q} --name {wildcards.model} --data {input.data}"
-    " --out {output} --shard {params.shard} --batch-size {params.settings[batch_size]}"
-    " --prompt {params.settings[prompt]:q} --max-bad-share {params.settings[max_bad_share]}"
-    " --device {config[device]} --dtype {params.settings[dtype]} --threads {threads}"
-    " {params.limit} {params.sites} > {log} 2>&1"
+    "python -m mmneuron extract {params.model} --name {wildcards.model} --data {input.data} --out {output}"
+    " {params.shard} {params.samples} {params.sites} {params.batch_size} {params.prompt} {params.max_bad_share}"
+    " {params.anyres_padding} {params.device} {params.dtype} --threads {threads} > {log} 2>&1"
 )
 EXTRACT_PARAMS = dict(
-    model=model_path,
+    model=model_option,
     shard=extraction_shard,
-    settings=EXTRACTION,
-    limit="" if EXTRACTION["samples"] is None else f"--limit {EXTRACTION['samples']}",
-    sites="" if not EXTRACTION["sites"] else "--sites " + " ".join(EXTRACTION["sites"]),
+    samples=option("--limit", EXTRACTION["samples"]) if EXTRACTION["samples"] is not None else "",
+    sites=options("--sites", EXTRACTION["sites"]),
+    batch_size=option("--batch-size", EXTRACTION["batch_size"]),
+    # a function: Snakemake would read the template's braces as wildcards
+    prompt=lambda wildcards: option("--prompt", EXTRACTION["prompt"]),
+    max_bad_share=option("--max-bad-share", EXTRACTION["max_bad_share"]),
+    # TODO(merge): `extract --anyres-padding` comes with the library branch (rules/common.smk).
+    anyres_padding=option("--anyres-padding", EXTRACTION["anyres_padding"]) if LIBRARY_HAS_NEW_FLAGS else "",
+    device=DEVICE,
+    dtype=DTYPE,
 )
 
 
@@ -51,9 +47,9 @@ if EXTRACTION_SHARDS == 1:
             half="a|b",
         conda:
             "../envs/mmneuron.yaml"
-        threads: workflow.cores if config["device"] == "cpu" else 2
+        threads: MODEL_THREADS
         resources:
-            gpu=0 if config["device"] == "cpu" else 1,
+            gpu=MODEL_GPUS,
         params:
             **EXTRACT_PARAMS,
         shell:
@@ -74,9 +70,9 @@ else:
             shard=r"\d+",
         conda:
             "../envs/mmneuron.yaml"
-        threads: workflow.cores if config["device"] == "cpu" else 2
+        threads: MODEL_THREADS
         resources:
-            gpu=0 if config["device"] == "cpu" else 1,
+            gpu=MODEL_GPUS,
         params:
             **EXTRACT_PARAMS,
         shell:
@@ -97,7 +93,7 @@ else:
         conda:
             "../envs/mmneuron.yaml"
         shell:
-            MMNEURON + " merge {input} --out {output} > {log} 2>&1"
+            "python -m mmneuron merge {input} --out {output} > {log} 2>&1"
 
 
 rule activation_counts:
@@ -112,4 +108,4 @@ rule activation_counts:
     conda:
         "../envs/mmneuron.yaml"
     shell:
-        MMNEURON + " merge {input} --out {output} > {log} 2>&1"
+        "python -m mmneuron merge {input} --out {output} > {log} 2>&1"

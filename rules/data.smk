@@ -9,10 +9,12 @@ rule synthetic_domain:
     conda:
         "../envs/mmneuron.yaml"
     params:
-        sizes=lambda wildcards: " ".join(f"{s}={n}" for s, n in config["data"]["sizes"].items()),
+        sizes=options("--sizes", [f"{split}={n}" for split, n in config["data"]["sizes"].items()]),
+        image_size=option("--image-size", config["data"]["image_size"]),
+        seed=option("--seed", config["seed"]),
     shell:
-        MMNEURON + " make-data --domain {wildcards.domain} --sizes {params.sizes}"
-        " --image-size {config[data][image_size]} --seed {config[seed]} --out-dir data > {log} 2>&1"
+        "python -m mmneuron make-data --domain {wildcards.domain} {params.sizes} {params.image_size} {params.seed}"
+        " --out-dir data > {log} 2>&1"
 
 
 rule contact_sheet:
@@ -24,6 +26,7 @@ rule contact_sheet:
         "logs/data/contact_sheet.log",
     conda:
         "../envs/mmneuron.yaml"
+    params:
+        per_domain=option("--per-domain", config["data"]["contact_sheet_per_domain"]),
     shell:
-        MMNEURON + " contact-sheet {input} --per-domain {config[data][contact_sheet_per_domain]}"
-        " --out {output} > {log} 2>&1"
+        "python -m mmneuron contact-sheet {input} {params.per_domain} --out {output} > {log} 2>&1"

@@ -17,19 +17,26 @@ rule logit_lens:
         "logs/logit_lens/{model}.log",
     conda:
         "../envs/mmneuron.yaml"
-    threads: workflow.cores if config["device"] == "cpu" else 2
+    # (`mmneuron lens` has no --threads: torch takes its own choice within the threads reserved here.)
+    threads: MODEL_THREADS
     resources:
-        gpu=0 if config["device"] == "cpu" else 1,
+        gpu=MODEL_GPUS,
     params:
-        model=model_path,
-        settings=LENS,
-        chat="--chat" if LENS["chat"] else "",
+        model=model_option,
+        samples=option("--limit", LENS["samples"]),
+        batch_size=option("--batch-size", LENS["batch_size"]),
+        chunk_size=option("--chunk-size", LENS["chunk_size"]),
+        # a function: Snakemake would read the template's braces as wildcards
+        prompt=lambda wildcards: option("--prompt", LENS["prompt"]),
+        chat=switch("--chat", LENS["chat"]),
+        start_fraction=option("--start-fraction", LENS["stages"]["start_fraction"]),
+        min_rise=option("--min-rise", LENS["stages"]["min_rise"]),
+        flat_tolerance=option("--flat-tolerance", LENS["stages"]["flat_tolerance"]),
+        device=DEVICE,
+        dtype=DTYPE,
     shell:
-        MMNEURON + " lens --model {params.model:q} --name {wildcards.model} --data {input.data}"
-        " --out {output.table} --stages {output.stages} --examples {output.examples}"
-        " --figures {output.figures} --limit {params.settings[samples]}"
-        " --batch-size {params.settings[batch_size]} --chunk-size {params.settings[chunk_size]}"
-        " --prompt {params.settings[prompt]:q} {params.chat} --device {config[device]}"
-        " --start-fraction {params.settings[stages][start_fraction]}"
-        " --min-rise {params.settings[stages][min_rise]}"
-        " --flat-tolerance {params.settings[stages][flat_tolerance]} > {log} 2>&1"
+        "python -m mmneuron lens {params.model} --name {wildcards.model} --data {input.data}"
+        " --out {output.table} --stages {output.stages} --examples {output.examples} --figures {output.figures}"
+        " {params.samples} {params.batch_size} {params.chunk_size} {params.prompt} {params.chat}"
+        " {params.start_fraction} {params.min_rise} {params.flat_tolerance} {params.device} {params.dtype}"
+        " > {log} 2>&1"

@@ -12,13 +12,17 @@ rule train_demo_model:
         "logs/models/train_demo_model.log",
     conda:
         "../envs/mmneuron.yaml"
+    # Training runs on the CPU (train-demo has no device option): it takes every core and no GPU.
     threads: workflow.cores
     params:
         dir=subpath(output.model, parent=True),
-        settings=config["demo_model"],
+        steps=option("--steps", config["demo_model"]["steps"]),
+        batch_size=option("--batch-size", config["demo_model"]["batch_size"]),
+        learning_rate=option("--learning-rate", config["demo_model"]["learning_rate"]),
+        warmup_steps=option("--warmup-steps", config["demo_model"]["warmup_steps"]),
+        eval_batch_size=option("--eval-batch-size", config["demo_model"]["eval_batch_size"]),
+        seed=option("--seed", config["seed"]),
     shell:
-        MMNEURON + " train-demo --train {input.train} --eval {input.eval} --out {params.dir}"
-        " --steps {params.settings[steps]} --batch-size {params.settings[batch_size]}"
-        " --learning-rate {params.settings[learning_rate]} --warmup-steps {params.settings[warmup_steps]}"
-        " --eval-batch-size {params.settings[eval_batch_size]} --seed {config[seed]}"
-        " --threads {threads} > {log} 2>&1"
+        "python -m mmneuron train-demo --train {input.train} --eval {input.eval} --out {params.dir}"
+        " {params.steps} {params.batch_size} {params.learning_rate} {params.warmup_steps} {params.eval_batch_size}"
+        " {params.seed} --threads {threads} > {log} 2>&1"

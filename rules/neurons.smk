@@ -20,10 +20,12 @@ rule select_neurons:
     conda:
         "../envs/mmneuron.yaml"
     params:
-        settings=SELECTION,
+        top_rate=option("--top-rate", SELECTION["top_rate"]),
+        filter_rate=option("--filter-rate", SELECTION["filter_rate"]),
+        assign_rate=option("--assign-rate", SELECTION["assign_rate"]),
+        scope=option("--scope", SELECTION["scope"]),
     shell:
-        MMNEURON + " select --counts {input.counts} --half-a {input.half_a} --half-b {input.half_b}"
+        "python -m mmneuron select --counts {input.counts} --half-a {input.half_a} --half-b {input.half_b}"
         " --out {output.neurons} --table {output.table} --stats {output.stats} --lape-dir {output.lape}"
-        " --figures {output.figures} --top-rate {params.settings[top_rate]}"
-        " --filter-rate {params.settings[filter_rate]} --assign-rate {params.settings[assign_rate]}"
-        " --scope {params.settings[scope]} > {log} 2>&1"
+        " --figures {output.figures} {params.top_rate} {params.filter_rate} {params.assign_rate} {params.scope}"
+        " > {log} 2>&1"

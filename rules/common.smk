@@ -1,0 +1,136 @@
+# Helpers shared by the rules: config values as command-line options, models, and the jobs' resources.
+#
+# Provenance: Snakemake reruns a job when the params it recorded change, not when a config value read in
+# the shell command does, so every config value a command uses is one param of its own. Snakemake records a
+# job's params as a *set* of values, without their names, so a param is the whole option (`--seed 0`, not
+# `0`). With bare values, a swap of two values would go unseen, and so would a change to a value another
+# param holds while the old one stays held too: the lens' `start_fraction` is 0.1 and `min_rise` and
+# `flat_tolerance` are both 0.05; `min_rise: 0.1` would leave the recorded set {0.05, 0.1} as it was.
+import shlex
+
+DOMAINS = config["domains"]
+MODELS = list(config["models"])
+
+# TODO(merge): the library branch adds `mmneuron extract --anyres-padding` and `mmneuron score --breakdown`.
+# Until it merges, a real run would fail with them, so they are left out of the commands (their params are
+# empty) and `extraction.anyres_padding: count` is refused rather than silently ignored. After the merge,
+# set this to True (then delete it, the conditionals reading it, the check below and its test).
+LIBRARY_HAS_NEW_FLAGS = False
+if not LIBRARY_HAS_NEW_FLAGS and config["extraction"]["anyres_padding"] != "skip":
+    raise ValueError(
+        "extraction.anyres_padding: count needs `mmneuron extract --anyres-padding`, which this checkout's "
+        "library lacks (TODO(merge) in rules/common.smk)"
+    )
+
+
+def option(flag, value):
+    """`flag value`, the value quoted for the shell: one param holding one config value."""
+    return f"{flag} {shlex.quote(str(value))}"
+
+
+def switch(flag, on):
+    """`flag` when `on`, else nothing: a boolean config value as a param."""
+    return flag if on else ""
+
+
+def options(flag, values):
+    """`flag v1 v2 ...`, or nothing when there are no values: a list config value as a param."""
+    return " ".join([flag, *map(shlex.quote, map(str, values))]) if values else ""
+
+
+def key_values(flag, mapping):
+    """`flag k1=v1 k2=v2 ...` over the configured domains with a value, or nothing: a per-domain config dict."""
+    return options(flag, [f"{domain}={mapping[domain]}" for domain in DOMAINS if mapping.get(domain) is not None])
+
+
+def model_path(wildcards):
+    """The model folder or Hugging Face id of `wildcards.model` (config `models`)."""
+    return config["models"][wildcards.model]["path"]
+
+
+def model_option(wildcards):
+    """`--model PATH`: the model a job runs, as a param (the path is config; a changed path reruns the job)."""
+    return option("--model", model_path(wildcards))
+
+
+def model_files(wildcards):
+    """A model the workflow builds (under results/models/) is an input; external ones are not."""
+    path = model_path(wildcards).rstrip("/")
+    return [f"{path}/model.safetensors"] if path.startswith("results/models/") else []
+
+
+# Options every model-running command (extract, lens, ablate, perturb) takes.
+DEVICE = option("--device", config["device"])
+DTYPE = option("--dtype", config["dtype"])
+
+# Model-running jobs ask the scheduler for a GPU only when `gpu: true` (`device: auto` alone does not: it
+# would request one on CPU-only clusters); data, training, selection, merge and scoring jobs never do.
+MODEL_GPUS = 1 if config["gpu"] else 0
+# Their threads: a job whose tensors live on the CPU (`device: cpu`, or `auto` with no GPU asked for) is
+# torch's arithmetic and takes every core, so such jobs run one at a time; a job on a GPU (`gpu: true`, or a
+# `cuda` device on a machine scheduled by hand) needs the CPU only to decode images and tokenize, and 2
+# threads leave the other cores to other jobs. (`auto` on a local GPU with `gpu: false` still runs on the
+# GPU, one job at a time: set `gpu: true` there.)
+MODEL_ON_CPU = config["device"] == "cpu" or (config["device"] == "auto" and not config["gpu"])
+MODEL_THREADS = workflow.cores if MODEL_ON_CPU else 2
+
+
+# Activation statistics (rules/activations.smk): each domain's samples in two halves, each half in
+# `extraction.shards` shards.
+EXTRACTION_SHARDS = config["extraction"]["shards"]
+HALF_INDEX = {"a": 1, "b": 2}
+
+
+def extraction_shard(wildcards):
+    """`--shard i/n`: this job's shard of the domain's samples (from the half and `extraction.shards`)."""
+    half = HALF_INDEX[wildcards.half]
+    index = (half - 1) * EXTRACTION_SHARDS + int(wildcards.get("shard", 1))
+    return f"--shard {index}/{2 * EXTRACTION_SHARDS}"
+
+
+# Deactivation experiment (rules/ablation.smk).
+def ablation_answers(wildcards):
+    """Every answers file the scoring of one model needs."""
+    ablation = config["ablation"]
+    stem = f"results/{wildcards.model}/ablation/answers"
+    files = []
+    for condition in ablation["conditions"]:
+        variants = ["own"]
+        if condition != "none":
+            variants += [f"random{seed}" for seed in ablation["random_seeds"]]
+        files += expand(f"{stem}/{condition}/{{variant}}/{{domain}}.jsonl", variant=variants, domain=DOMAINS)
+    for condition in ablation["cross_domain"]:
+        files += [
+            f"{stem}/{condition}/from_{source}/{domain}.jsonl"
+            for source in DOMAINS
+            for domain in DOMAINS
+            if source != domain
+        ]
+    return files
+
+
+def ablation_variant_flags(wildcards):
+    """Whose neurons an ablation job deactivates, from its `variant` wildcard (no config value)."""
+    variant = wildcards.variant
+    if variant.startswith("random"):
+        return f"--random-seed {variant[len('random'):]}"
+    if variant.startswith("from_"):
+        return f"--source-domain {variant[len('from_'):]}"
+    return ""
+
+
+# Hidden-state perturbation (rules/perturbation.smk): conditions and random seeds default to the
+# ablation's (null); an empty list of seeds means no random controls. The evaluation split takes the
+# evaluation prompts, the statistics split the lens' prompt.
+PERTURBATION_CONDITIONS = config["perturbation"]["conditions"] or config["ablation"]["conditions"]
+PERTURBATION_SEEDS = (
+    config["ablation"]["random_seeds"]
+    if config["perturbation"]["random_seeds"] is None
+    else config["perturbation"]["random_seeds"]
+)
+if config["perturbation"]["split"] == "eval":
+    PERTURBATION_PROMPTS = config["evaluation"]["prompts"]
+    PERTURBATION_CHAT = config["evaluation"]["chat"]
+else:
+    PERTURBATION_PROMPTS = {"default": config["lens"]["prompt"]}
+    PERTURBATION_CHAT = config["lens"]["chat"]
