@@ -83,16 +83,18 @@ class Lens:
 class Evaluation:
     chat: bool = True
     prompts: dict = field(default_factory=lambda: {"default": "{question}"})
+    # the paper's metric per domain (docs/metrics.md); the demo's config scores its one-word answers
     metrics: dict = field(
         default_factory=lambda: {
-            "ad": "exact_match",
+            "ad": LINGO_JUDGE,
             "med": "option_accuracy",
             "rs": "exact_match",
             "com": "vqa_accuracy",
             "doc": "anls",
         }
     )
-    breakdown: dict = field(default_factory=lambda: {"rs": "question_type"})
+    breakdown: dict = field(default_factory=lambda: {"rs": "question_type"})  # rows per value of a meta key
+    judge: str = "wayveai/Lingo-Judge"  # the Lingo-Judge folder or Hugging Face id
 
 
 @dataclass(frozen=True)

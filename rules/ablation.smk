@@ -36,7 +36,7 @@ rule ablate:
             "--prompt", EVALUATION["prompts"].get(wildcards.domain, EVALUATION["prompts"]["default"])
         ),
         chat=switch("--chat", EVALUATION["chat"]),
-        likelihood=switch("--no-likelihood", not ABLATION["likelihood"]),
+        likelihood=switch("--likelihood", ABLATION["likelihood"]),
         batch_size=option("--batch-size", ABLATION["batch_size"]),
         max_new_tokens=option("--max-new-tokens", ABLATION["max_new_tokens"]),
         decoding=option("--decoding", ABLATION["decoding"]),
@@ -67,9 +67,8 @@ rule score_ablation:
     params:
         # every configured domain needs a metric (a KeyError here names the one without)
         metrics=options("--metrics", [f"{domain}={EVALUATION['metrics'][domain]}" for domain in DOMAINS]),
-        judge=option("--judge", EVALUATION["judge"]) if EVALUATION.get("judge") else "",
-        # TODO(merge): `score --breakdown` comes with the library branch (rules/common.smk).
-        breakdown=key_values("--breakdown", EVALUATION["breakdown"]) if LIBRARY_HAS_NEW_FLAGS else "",
+        judge=option("--judge", EVALUATION["judge"]),
+        breakdown=key_values("--breakdown", EVALUATION["breakdown"]),
         n_boot=option("--n-boot", ABLATION["n_boot"]),
         seed=option("--seed", config["seed"]),
     shell:

@@ -26,8 +26,7 @@ EXTRACT_PARAMS = dict(
     # a function: Snakemake would read the template's braces as wildcards
     prompt=lambda wildcards: option("--prompt", EXTRACTION["prompt"]),
     max_bad_share=option("--max-bad-share", EXTRACTION["max_bad_share"]),
-    # TODO(merge): `extract --anyres-padding` comes with the library branch (rules/common.smk).
-    anyres_padding=option("--anyres-padding", EXTRACTION["anyres_padding"]) if LIBRARY_HAS_NEW_FLAGS else "",
+    anyres_padding=option("--anyres-padding", EXTRACTION["anyres_padding"]),
     device=DEVICE,
     dtype=DTYPE,
 )

@@ -11,26 +11,15 @@ import shlex
 DOMAINS = config["domains"]
 MODELS = list(config["models"])
 
-# TODO(merge): the library branch adds `mmneuron extract --anyres-padding` and `mmneuron score --breakdown`.
-# Until it merges, a real run would fail with them, so they are left out of the commands (their params are
-# empty) and `extraction.anyres_padding: count` is refused rather than silently ignored. After the merge,
-# set this to True (then delete it, the conditionals reading it, the check below and its test).
-LIBRARY_HAS_NEW_FLAGS = False
-if not LIBRARY_HAS_NEW_FLAGS and config["extraction"]["anyres_padding"] != "skip":
-    raise ValueError(
-        "extraction.anyres_padding: count needs `mmneuron extract --anyres-padding`, which this checkout's "
-        "library lacks (TODO(merge) in rules/common.smk)"
-    )
-
-
 def option(flag, value):
     """`flag value`, the value quoted for the shell: one param holding one config value."""
     return f"{flag} {shlex.quote(str(value))}"
 
 
 def switch(flag, on):
-    """`flag` when `on`, else nothing: a boolean config value as a param."""
-    return flag if on else ""
+    """`--flag` or `--no-flag`: a boolean config value as a param, always explicit (the commands'
+    own defaults are the library's, which need not be this config's)."""
+    return flag if on else flag.replace("--", "--no-", 1)
 
 
 def options(flag, values):

@@ -30,10 +30,6 @@ pytestmark = pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake is not inst
 
 # The jobs' `python` is the one running the tests (its folder first on PATH), as with the venv activated.
 ENV = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-# TODO(merge): the switch in rules/common.smk that passes the library branch's new options (gone = on).
-SWITCH = re.search(r"^LIBRARY_HAS_NEW_FLAGS = (True|False)$", (ROOT / "rules/common.smk").read_text(), re.M)
-NEW_FLAGS = SWITCH is None or SWITCH.group(1) == "True"
-needs_new_flags = pytest.mark.skipif(not NEW_FLAGS, reason="TODO(merge): library flags not merged")
 # The rules whose commands run a model (they take --device and --dtype, and ask for a GPU when `gpu: true`).
 MODEL_RULES = {"activation_counts_half", "activation_counts_shard", "logit_lens", "ablate", "perturbation"}
 
@@ -125,7 +121,6 @@ def test_model_jobs_take_device_dtype_and_a_gpu_only_when_asked(tmp_path, gpu):
             assert "--dtype" not in block, (rule, block)
 
 
-@needs_new_flags
 def test_extraction_and_scoring_take_the_new_options(tmp_path):
     (tmp_path / "overlay.yaml").write_text("extraction: {anyres_padding: count}\nevaluation: {breakdown: {ad: kind}}\n")
     code, printed = snakemake(
@@ -136,14 +131,6 @@ def test_extraction_and_scoring_take_the_new_options(tmp_path):
     for rule, block in jobs:
         assert ("--anyres-padding count" in block) == (rule == "activation_counts_half"), (rule, block)
         assert ("--breakdown ad=kind rs=question_type" in block) == (rule == "score_ablation"), (rule, block)
-
-
-@pytest.mark.skipif(NEW_FLAGS, reason="the library takes --anyres-padding")
-def test_counted_anyres_padding_is_refused_until_the_library_takes_it(tmp_path):  # TODO(merge): delete
-    (tmp_path / "overlay.yaml").write_text("extraction: {anyres_padding: count}\n")
-    code, printed = dry_run("--configfile", str(tmp_path / "overlay.yaml"), cwd=tmp_path)
-    assert code != 0
-    assert "extraction.anyres_padding: count needs" in printed
 
 
 @pytest.mark.parametrize(

@@ -16,9 +16,9 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from mmneuron.defaults import EVALUATION
 from mmneuron.errors import MmneuronError
 
-LINGO_JUDGE_ID = "wayveai/Lingo-Judge"
 MAX_LENGTH = 128  # the truncation length of the LingoQA evaluation code
 
 
@@ -48,7 +48,7 @@ class LingoJudge:
 
     @classmethod
     def load(
-        cls, path_or_id: str | Path = LINGO_JUDGE_ID, device: str | torch.device = "cpu", batch_size: int = 32
+        cls, path_or_id: str | Path = EVALUATION.judge, device: str | torch.device = "cpu", batch_size: int = 32
     ) -> LingoJudge:
         """Load tokenizer and classifier from a local folder or a Hub id.
 
