@@ -1,4 +1,5 @@
-# Two entry points: `make demo` (set up, then reproduce the demo) and `make test` (set up, then test).
+# Two entry points: `make demo` (set up, then reproduce the demo) and `make test` (set up, check the house
+# rules, then test).
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
@@ -17,7 +18,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 demo: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" snakemake --cores all
 
-test: setup
+test: lint
 	$(BIN)/python -m pytest
 
 # The house rules: ruff (lint and format), snakefmt, and Snakemake's own linter.

@@ -214,9 +214,9 @@ def _answer_mask(processor, prompts, answers, attention_mask, labels, as_suffix:
     """The answer's positions: PaliGemma's labelled suffix without its closing end-of-sequence
     token, or else the last real tokens of each row, as many as the answer adds to the prompt."""
     real = attention_mask.bool()
-    last_real = real.long().cumsum(1) == real.sum(1, keepdim=True)
     if as_suffix:
-        return (labels != -100) & real & ~(last_real & real)
+        last_real = real.long().cumsum(1) == real.sum(1, keepdim=True)  # and any padding after it
+        return (labels != -100) & real & ~last_real
     mask = torch.zeros_like(real)
     for row, (prompt, answer) in enumerate(zip(prompts, answers)):
         count = len(answer_token_ids(processor.tokenizer, prompt, answer))
