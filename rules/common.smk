@@ -11,6 +11,7 @@ import shlex
 DOMAINS = config["domains"]
 MODELS = list(config["models"])
 
+
 def option(flag, value):
     """`flag value`, the value quoted for the shell: one param holding one config value."""
     return f"{flag} {shlex.quote(str(value))}"
