@@ -21,6 +21,13 @@ validate(config, "config/schema.yaml")
 shell.prefix(f"set -eu; export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 
 
+# Shards (Snakemake's scatter/gather; `--set-scatter extraction=4` overrides): extraction jobs per half of
+# each domain's statistics samples, and answer-generation jobs per domain.
+scattergather:
+    extraction=config["extraction"]["shards"],
+    generation=config["ablation"]["shards"],
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/models.smk"
@@ -34,7 +41,7 @@ include: "rules/perturbation.smk"
 rule all:
     input:
         rules.contact_sheet.output,
-        rules.train_demo_model.output,
+        rules.demo_model.output,
         expand("results/{model}/neurons.json", model=MODELS),
         expand("results/{model}/lens/lens.csv", model=MODELS),
         expand("results/{model}/ablation/scores.csv", model=MODELS),

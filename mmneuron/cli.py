@@ -19,11 +19,13 @@ COMMANDS = (
     "make_data",
     "contact_sheet",
     "train_demo",
+    "install_model",
     "extract",
     "merge",
     "select",
     "lens",
     "ablate",
+    "gather_answers",
     "score",
     "perturb",
 )

@@ -67,6 +67,33 @@ class Condition:
         if self.name == NONE and (self.seed is not None or self.source is not None):
             raise ConditionError("condition 'none' deactivates nothing: it takes no random seed or source domain")
 
+    @property
+    def run(self) -> str:
+        """The run's name, ``{condition}/{variant}``: the variant is ``own`` (the evaluated domain's
+        neurons), ``random{seed}`` (their random control) or ``from_{source}`` (another domain's)."""
+        if self.seed is not None and self.source is not None:
+            raise ConditionError(
+                f"condition {self.name!r}: a run name holds a random seed or a source domain, not both"
+            )
+        if self.seed is not None:
+            return f"{self.name}/random{self.seed}"
+        return f"{self.name}/{'own' if self.source is None else f'from_{self.source}'}"
+
+    @classmethod
+    def from_run(cls, run: str) -> Condition:
+        """The condition of a run name (:attr:`run`)."""
+        name, _, variant = run.partition("/")
+        seed = variant.removeprefix("random")
+        if not name or not variant:
+            raise ConditionError(f"a run is CONDITION/VARIANT (own, random<seed>, from_<domain>), got {run!r}")
+        if variant == "own":
+            return cls(name)
+        if variant.startswith("random") and seed.isdigit():
+            return cls(name, seed=int(seed))
+        if variant.startswith("from_") and len(variant) > len("from_"):
+            return cls(name, source=variant.removeprefix("from_"))
+        raise ConditionError(f"run {run!r}: the variant must be own, random<seed> or from_<domain>, got {variant!r}")
+
     def neurons(self, selection: Selection, domain: str) -> dict[str, Pairs]:
         """Per site, the ``(layer, neuron)`` pairs deactivated when evaluating ``domain``."""
         source = self.source or domain

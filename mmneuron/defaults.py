@@ -36,6 +36,7 @@ class Data:
 
 @dataclass(frozen=True)
 class DemoModel:
+    train: bool = False  # train the demo model instead of using the shipped one (models/demo)
     steps: int = 1500
     batch_size: int = 32
     learning_rate: float = 1e-3
@@ -109,6 +110,8 @@ class Ablation:
     likelihood: bool = True
     value: float = 0.0
     threads: int = 1
+    groups: int = 1  # jobs a domain's runs are split into, each loading the model once
+    shards: int = 1  # answer-generation jobs per group, each a block of whole batches of the samples
     n_boot: int = 1000
 
 

@@ -32,26 +32,6 @@ class ExtractionError(MmneuronError):
     """Extraction cannot go on (too many bad samples, an unusable prompt or model state)."""
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/n"`` (1 <= i <= n) -> ``(i, n)``."""
-    index, _, count = text.partition("/")
-    if not (index.isdigit() and count.isdigit()) or not 1 <= int(index) <= int(count):
-        raise ExtractionError(f"a shard is written i/n with 1 <= i <= n (e.g. 2/4), got {text!r}")
-    return int(index), int(count)
-
-
-def shard(items: Sequence, index: int, count: int) -> list:
-    """Shard ``index`` of ``count`` (1-based): a contiguous block, ``items[(i-1)*N//n : i*N//n]``.
-
-    The shards of one list are disjoint, cover it in order, and differ in size by at most one;
-    shards 1..k of 2k together are exactly shard 1 of 2 (the first half).
-    """
-    if not 1 <= index <= count:
-        raise ValueError(f"shard {index}/{count}: need 1 <= index <= count")
-    size = len(items)
-    return list(items[(index - 1) * size // count : index * size // count])
-
-
 def extract_counts(
     model,
     processor,

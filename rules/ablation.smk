@@ -1,8 +1,11 @@
-# Deactivation experiment: answers per (model, condition, neuron set, domain), then one scoring job
-# per model. Answers: results/{model}/ablation/answers/{condition}/{variant}/{domain}.jsonl, where
-# the variant says whose neurons are deactivated: `own` (the evaluated domain's), `random{seed}`
-# (the random control of the same size per site and layer) or `from_{source}` (another domain's,
-# for the cross-domain matrix).
+# Deactivation experiment. A domain's runs (every condition with the domain's own neurons, their random
+# controls, and other domains' neurons for the cross-domain matrix; rules/common.smk) are answered by
+# `ablation.groups` groups of jobs, each over `ablation.shards` shards of the samples (Snakemake's scatter
+# `generation`; a shard is whole batches, so shards gather exactly): every job loads the model once for all
+# the runs of its group. `mmneuron gather-answers` then writes one file per run and domain:
+#
+#   results/{model}/ablation/jobs/{domain}/group{g}.{i}-of-{n}.jsonl   one job's answers (every run of the group)
+#   results/{model}/ablation/answers/{domain}/{condition}/{variant}.jsonl   one run's answers
 
 ABLATION = config["ablation"]
 EVALUATION = config["evaluation"]
@@ -14,22 +17,21 @@ rule ablate:
         neurons="results/{model}/neurons.json",
         data="data/{domain}/eval.parquet",
     output:
-        "results/{model}/ablation/answers/{condition}/{variant}/{domain}.jsonl",
+        "results/{model}/ablation/jobs/{domain}/group{group}.{scatteritem}.jsonl",
     log:
-        "logs/ablation/{model}/{condition}/{variant}/{domain}.log",
+        "logs/ablation/{model}/{domain}/group{group}.{scatteritem}.log",
     wildcard_constraints:
-        condition=r"[^/]+",
-        variant=r"own|random\d+|from_[^/]+",
         domain=r"[^/]+",
+        group=r"\d+",
     conda:
         "../envs/mmneuron.yaml"
-    # Many small jobs: `ablation.threads` each (not MODEL_THREADS), so several run side by side.
     threads: ABLATION["threads"]
     resources:
         gpu=MODEL_GPUS,
     params:
         model=model_option,
-        variant=ablation_variant_flags,
+        runs=lambda wildcards: options("--runs", group_runs(wildcards)),
+        shard=lambda wildcards: "--shard {}/{}".format(*scatter_item(wildcards)),
         # this domain's template (or the default), through a function: Snakemake would read its braces as
         # wildcards; a change to another domain's template reruns only that domain's jobs
         prompt=lambda wildcards: option(
@@ -47,15 +49,30 @@ rule ablate:
         dtype=DTYPE,
     shell:
         "python -m mmneuron ablate {params.model} --name {wildcards.model} --neurons {input.neurons}"
-        " --data {input.data} --condition {wildcards.condition} {params.variant} --out {output}"
+        " --data {input.data} {params.runs} {params.shard} --out {output}"
         " {params.prompt} {params.chat} {params.likelihood} {params.batch_size} {params.max_new_tokens}"
         " {params.decoding} {params.temperature} {params.seed} {params.value} {params.device} {params.dtype}"
         " --threads {threads} > {log} 2>&1"
 
 
+rule ablation_answers:
+    input:
+        ablation_jobs,
+    output:
+        directory("results/{model}/ablation/answers/{domain}"),
+    log:
+        "logs/ablation/{model}/{domain}/gather.log",
+    wildcard_constraints:
+        domain=r"[^/]+",
+    conda:
+        "../envs/mmneuron.yaml"
+    shell:
+        "python -m mmneuron gather-answers {input} --out-dir {output} > {log} 2>&1"
+
+
 rule score_ablation:
     input:
-        ablation_answers,
+        expand("results/{{model}}/ablation/answers/{domain}", domain=DOMAINS),
     output:
         scores="results/{model}/ablation/scores.csv",
         random="results/{model}/ablation/scores_random.csv",

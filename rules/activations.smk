@@ -1,98 +1,63 @@
 # Activation statistics: counts of active positions per neuron, per (model, domain), from the
 # statistics split. The samples (the first `extraction.samples` of data/{domain}/stats.parquet, or
 # all) are cut into two contiguous halves, a and b, for the stability analysis; each half is
-# counted in `extraction.shards` jobs (`mmneuron extract --shard i/n`: shards 1..S of 2S are half a,
-# S+1..2S half b) merged with `mmneuron merge`. The whole domain's counts are the merge of its
-# halves: counts add up exactly, so nothing is counted twice.
+# counted in `extraction.shards` jobs (Snakemake's scatter `extraction`: `mmneuron extract --shard
+# i/N`, shards 1..n of 2n are half a, n+1..2n half b) gathered with `mmneuron merge`. The whole
+# domain's counts are the merge of its halves: counts add up exactly, so nothing is counted twice.
 #
 #   results/{model}/counts/{domain}.safetensors             the whole domain
 #   results/{model}/counts/{domain}.half{a,b}.safetensors   the halves
-#   results/{model}/counts/shards/{domain}.half{h}.{i}.safetensors   (only when shards > 1)
+#   results/{model}/counts/shards/{domain}.half{h}.{i}-of-{n}.safetensors   the shards
 
 EXTRACTION = config["extraction"]
 
-# One command and one set of params for the extraction jobs of either layout (shards of halves, or halves).
-EXTRACT = (
-    "python -m mmneuron extract {params.model} --name {wildcards.model} --data {input.data} --out {output}"
-    " {params.shard} {params.samples} {params.sites} {params.batch_size} {params.prompt} {params.max_bad_share}"
-    " {params.anyres_padding} {params.device} {params.dtype} --threads {threads} > {log} 2>&1"
-)
-EXTRACT_PARAMS = dict(
-    model=model_option,
-    shard=extraction_shard,
-    samples=option("--limit", EXTRACTION["samples"]) if EXTRACTION["samples"] is not None else "",
-    sites=options("--sites", EXTRACTION["sites"]),
-    batch_size=option("--batch-size", EXTRACTION["batch_size"]),
-    # a function: Snakemake would read the template's braces as wildcards
-    prompt=lambda wildcards: option("--prompt", EXTRACTION["prompt"]),
-    max_bad_share=option("--max-bad-share", EXTRACTION["max_bad_share"]),
-    anyres_padding=option("--anyres-padding", EXTRACTION["anyres_padding"]),
-    device=DEVICE,
-    dtype=DTYPE,
-)
+
+rule activation_counts_shard:
+    input:
+        model=model_files,
+        data="data/{domain}/stats.parquet",
+    output:
+        "results/{model}/counts/shards/{domain}.half{half}.{scatteritem}.safetensors",
+    log:
+        "logs/activations/{model}/{domain}.half{half}.{scatteritem}.log",
+    wildcard_constraints:
+        half="a|b",
+    conda:
+        "../envs/mmneuron.yaml"
+    threads: MODEL_THREADS
+    resources:
+        gpu=MODEL_GPUS,
+    params:
+        model=model_option,
+        shard=extraction_shard,
+        samples=option("--limit", EXTRACTION["samples"]) if EXTRACTION["samples"] is not None else "",
+        sites=options("--sites", EXTRACTION["sites"]),
+        batch_size=option("--batch-size", EXTRACTION["batch_size"]),
+        # a function: Snakemake would read the template's braces as wildcards
+        prompt=lambda wildcards: option("--prompt", EXTRACTION["prompt"]),
+        max_bad_share=option("--max-bad-share", EXTRACTION["max_bad_share"]),
+        anyres_padding=option("--anyres-padding", EXTRACTION["anyres_padding"]),
+        device=DEVICE,
+        dtype=DTYPE,
+    shell:
+        "python -m mmneuron extract {params.model} --name {wildcards.model} --data {input.data} --out {output}"
+        " {params.shard} {params.samples} {params.sites} {params.batch_size} {params.prompt} {params.max_bad_share}"
+        " {params.anyres_padding} {params.device} {params.dtype} --threads {threads} > {log} 2>&1"
 
 
-if EXTRACTION_SHARDS == 1:
-
-    rule activation_counts_half:
-        input:
-            model=model_files,
-            data="data/{domain}/stats.parquet",
-        output:
-            "results/{model}/counts/{domain}.half{half}.safetensors",
-        log:
-            "logs/activations/{model}/{domain}.half{half}.log",
-        wildcard_constraints:
-            half="a|b",
-        conda:
-            "../envs/mmneuron.yaml"
-        threads: MODEL_THREADS
-        resources:
-            gpu=MODEL_GPUS,
-        params:
-            **EXTRACT_PARAMS,
-        shell:
-            EXTRACT
-
-else:
-
-    rule activation_counts_shard:
-        input:
-            model=model_files,
-            data="data/{domain}/stats.parquet",
-        output:
-            "results/{model}/counts/shards/{domain}.half{half}.{shard}.safetensors",
-        log:
-            "logs/activations/{model}/{domain}.half{half}.{shard}.log",
-        wildcard_constraints:
-            half="a|b",
-            shard=r"\d+",
-        conda:
-            "../envs/mmneuron.yaml"
-        threads: MODEL_THREADS
-        resources:
-            gpu=MODEL_GPUS,
-        params:
-            **EXTRACT_PARAMS,
-        shell:
-            EXTRACT
-
-    rule activation_counts_half:
-        input:
-            expand(
-                "results/{{model}}/counts/shards/{{domain}}.half{{half}}.{shard}.safetensors",
-                shard=range(1, EXTRACTION_SHARDS + 1),
-            ),
-        output:
-            "results/{model}/counts/{domain}.half{half}.safetensors",
-        log:
-            "logs/activations/{model}/{domain}.half{half}.merge.log",
-        wildcard_constraints:
-            half="a|b",
-        conda:
-            "../envs/mmneuron.yaml"
-        shell:
-            "python -m mmneuron merge {input} --out {output} > {log} 2>&1"
+rule activation_counts_half:
+    input:
+        gather.extraction("results/{{model}}/counts/shards/{{domain}}.half{{half}}.{scatteritem}.safetensors"),
+    output:
+        "results/{model}/counts/{domain}.half{half}.safetensors",
+    log:
+        "logs/activations/{model}/{domain}.half{half}.merge.log",
+    wildcard_constraints:
+        half="a|b",
+    conda:
+        "../envs/mmneuron.yaml"
+    shell:
+        "python -m mmneuron merge {input} --out {output} > {log} 2>&1"
 
 
 rule activation_counts:

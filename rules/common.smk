@@ -65,48 +65,61 @@ MODEL_ON_CPU = config["device"] == "cpu" or (config["device"] == "auto" and not 
 MODEL_THREADS = workflow.cores if MODEL_ON_CPU else 2
 
 
-# Activation statistics (rules/activations.smk): each domain's samples in two halves, each half in
-# `extraction.shards` shards.
-EXTRACTION_SHARDS = config["extraction"]["shards"]
+# Activation statistics (rules/activations.smk): each domain's samples in two halves, each half in shards.
 HALF_INDEX = {"a": 1, "b": 2}
 
 
+def scatter_item(wildcards):
+    """(i, n) of a `{scatteritem}` wildcard `i-of-n`."""
+    index, _, count = wildcards.scatteritem.partition("-of-")
+    return int(index), int(count)
+
+
 def extraction_shard(wildcards):
-    """`--shard i/n`: this job's shard of the domain's samples (from the half and `extraction.shards`)."""
-    half = HALF_INDEX[wildcards.half]
-    index = (half - 1) * EXTRACTION_SHARDS + int(wildcards.get("shard", 1))
-    return f"--shard {index}/{2 * EXTRACTION_SHARDS}"
+    """`--shard i/N`: this job's block of the domain's samples: shard s of n of half h is block (h-1)*n + s of 2n."""
+    index, count = scatter_item(wildcards)
+    return f"--shard {(HALF_INDEX[wildcards.half] - 1) * count + index}/{2 * count}"
 
 
-# Deactivation experiment (rules/ablation.smk).
-def ablation_answers(wildcards):
-    """Every answers file the scoring of one model needs."""
+# Deactivation experiment (rules/ablation.smk): a domain's runs (condition/variant: `own` for its own neurons,
+# `random{seed}` for a random control, `from_{source}` for another domain's) in `ablation.groups` groups; one
+# job per (group, shard) loads the model once and answers every run of its group.
+ABLATION_GROUPS = config["ablation"]["groups"]
+
+
+def domain_runs(domain):
+    """Every run evaluated on `domain`, in a fixed order."""
     ablation = config["ablation"]
-    stem = f"results/{wildcards.model}/ablation/answers"
-    files = []
+    runs = []
     for condition in ablation["conditions"]:
-        variants = ["own"]
+        runs.append(f"{condition}/own")
         if condition != "none":
-            variants += [f"random{seed}" for seed in ablation["random_seeds"]]
-        files += expand(f"{stem}/{condition}/{{variant}}/{{domain}}.jsonl", variant=variants, domain=DOMAINS)
+            runs += [f"{condition}/random{seed}" for seed in ablation["random_seeds"]]
     for condition in ablation["cross_domain"]:
-        files += [
-            f"{stem}/{condition}/from_{source}/{domain}.jsonl"
-            for source in DOMAINS
-            for domain in DOMAINS
-            if source != domain
-        ]
-    return files
+        runs += [f"{condition}/from_{source}" for source in DOMAINS if source != domain]
+    return runs
 
 
-def ablation_variant_flags(wildcards):
-    """Whose neurons an ablation job deactivates, from its `variant` wildcard (no config value)."""
-    variant = wildcards.variant
-    if variant.startswith("random"):
-        return f"--random-seed {variant[len('random'):]}"
-    if variant.startswith("from_"):
-        return f"--source-domain {variant[len('from_'):]}"
-    return ""
+def group_runs(wildcards):
+    """The runs of group g of a domain: the g-th of `ablation.groups` contiguous blocks (never empty)."""
+    runs = domain_runs(wildcards.domain)
+    groups = min(ABLATION_GROUPS, len(runs))
+    group = int(wildcards.group)
+    return runs[(group - 1) * len(runs) // groups : group * len(runs) // groups]
+
+
+def domain_groups(domain):
+    return range(1, min(ABLATION_GROUPS, len(domain_runs(domain))) + 1)
+
+
+def ablation_jobs(wildcards):
+    """Every answers file of a domain's ablation jobs: each group's shards, in order."""
+    stem = f"results/{wildcards.model}/ablation/jobs/{wildcards.domain}"
+    return [
+        path
+        for group in domain_groups(wildcards.domain)
+        for path in gather.generation(f"{stem}/group{group}.{{scatteritem}}.jsonl")
+    ]
 
 
 # Hidden-state perturbation (rules/perturbation.smk): conditions and random seeds default to the

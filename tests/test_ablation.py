@@ -8,8 +8,9 @@ import pytest
 import torch
 from helpers import noise_image, selection_for
 
+from mmneuron.ablation.answers import AblationError, read_answers
 from mmneuron.ablation.likelihood import answer_loglik, reference_answer
-from mmneuron.ablation.run import AblationError, Settings, read_answers, run_ablation
+from mmneuron.ablation.run import Settings, run_ablation
 from mmneuron.ablation.scoring import LOGLIK
 from mmneuron.cli import main
 from mmneuron.conditions import PAPER_CONDITIONS, Condition, ConditionError, condition_sites, random_control
@@ -69,11 +70,11 @@ def test_a_neuron_file_of_another_model_is_refused(llava_next):
     samples = _mixed_samples("rs", 1)
     other = selection_for(build_tiny("instructblip")[0], {"rs": {}})
     with pytest.raises(SelectionError, match="site '(vision|qformer)'"):
-        run_ablation(model, processor, samples, other, Condition("none"), PLAIN, "x", progress=False)
+        run_ablation(model, processor, samples, other, [Condition("none")], PLAIN, "x", progress=False)
     wider = selection_for(model, NEURONS)
     wider.sites["lm"].width = 65
     with pytest.raises(SelectionError, match="'lm' has 2 layers x 65 neurons, the model's has 2 x 64"):
-        run_ablation(model, processor, samples, wider, Condition("none"), PLAIN, "x", progress=False)
+        run_ablation(model, processor, samples, wider, [Condition("none")], PLAIN, "x", progress=False)
 
 
 def test_random_control_matches_per_layer_counts_is_seeded_and_stays_in_the_site():
@@ -162,7 +163,7 @@ def test_generation_does_not_depend_on_the_batch_size():
     for name in ("none", "lm+vision"):
         for bs in (1, 4):
             records, skipped = run_ablation(
-                model, processor, samples, selection, Condition(name), settings[bs], "demo", progress=False
+                model, processor, samples, selection, [Condition(name)], settings[bs], "demo", progress=False
             )
             assert not skipped
             outputs[name, bs] = [(r["prediction"], r["reference_loglik"]) for r in records]
@@ -183,7 +184,7 @@ def test_instructblip_answers_do_not_depend_on_the_batch_size():
             processor,
             samples,
             selection,
-            Condition("qformer+query+lm"),
+            [Condition("qformer+query+lm")],
             Settings(chat=False, batch_size=bs, max_new_tokens=3),
             "tiny",
             progress=False,
@@ -207,7 +208,7 @@ def test_compat_sampling_is_seeded_and_leaves_the_global_rng(llava_next):
     for seed in (5, 5, 6):
         settings = Settings(chat=False, decoding="compat", seed=seed, max_new_tokens=6, likelihood=False)
         records, _ = run_ablation(
-            model, processor, samples, selection, Condition("lm"), settings, "tiny", progress=False
+            model, processor, samples, selection, [Condition("lm")], settings, "tiny", progress=False
         )
         runs.append([r["prediction"] for r in records])
         assert records[0]["reference_loglik"] is None and records[0]["settings"]["temperature"] == 0.9
@@ -299,12 +300,12 @@ def test_a_checkpoints_generation_config_cannot_change_the_answers():
     selection = selection_for(model, NEURONS)
     samples = _mixed_samples("rs", 4)
     settings = Settings(chat=False, max_new_tokens=6, likelihood=False)
-    clean, _ = run_ablation(model, processor, samples, selection, Condition("none"), settings, "t", progress=False)
+    clean, _ = run_ablation(model, processor, samples, selection, [Condition("none")], settings, "t", progress=False)
     config = model.generation_config
     config.num_beams, config.repetition_penalty, config.no_repeat_ngram_size = 3, 5.0, 1
     config.do_sample, config.temperature, config.top_k = True, 5.0, 3
     try:
-        odd, _ = run_ablation(model, processor, samples, selection, Condition("none"), settings, "t", progress=False)
+        odd, _ = run_ablation(model, processor, samples, selection, [Condition("none")], settings, "t", progress=False)
     finally:
         model.generation_config = build_tiny("llava_next")[0].generation_config
     assert [r["prediction"] for r in odd] == [r["prediction"] for r in clean]
@@ -338,21 +339,36 @@ def test_cli_end_to_end(tmp_path):
         "--name",
         "tiny",
         "--no-chat",
+        "--batch-size",
+        "1",  # shards are made of whole batches: of one sample here, so the controls split 1 + 2
     ]
-    runs = {
-        "none": [],
-        "lm": [],
-        "all": [],
-        "lm_r1": ["--random-seed", "1"],
-        "lm_r2": ["--random-seed", "2"],
-        "all_med": ["--source-domain", "med"],
+    # one job for the domain's own sets, the controls in two shards, and the controls again in one job
+    jobs = {
+        "own": (["none/own", "lm/own", "all/own"], "1/1"),
+        "controls.1": (["lm/random1", "lm/random2", "all/from_med"], "1/2"),
+        "controls.2": (["lm/random1", "lm/random2", "all/from_med"], "2/2"),
+        "controls.whole": (["lm/random1", "lm/random2", "all/from_med"], "1/1"),
     }
-    outputs = []
-    for name, extra in runs.items():
-        out = tmp_path / "answers" / f"{name}.jsonl"
-        assert main(["ablate", *common, "--condition", name.split("_")[0], *extra, "--out", str(out)]) == 0
-        outputs.append(out)
-    records = read_answers(outputs[1])
+    for name, (runs, part) in jobs.items():
+        out = tmp_path / "jobs" / f"{name}.jsonl"
+        assert main(["ablate", *common, "--runs", *runs, "--shard", part, "--out", str(out)]) == 0
+    bundles = [tmp_path / "jobs" / f"{name}.jsonl" for name in ("own", "controls.1", "controls.2")]
+    answers, whole = tmp_path / "answers" / "rs", tmp_path / "whole"
+    assert main(["gather-answers", *map(str, bundles), "--out-dir", str(answers)]) == 0
+    assert main(["gather-answers", str(tmp_path / "jobs" / "controls.whole.jsonl"), "--out-dir", str(whole)]) == 0
+    files = sorted(path.relative_to(answers).as_posix() for path in answers.rglob("*.jsonl"))
+    assert files == [
+        "all/from_med.jsonl",
+        "all/own.jsonl",
+        "lm/own.jsonl",
+        "lm/random1.jsonl",
+        "lm/random2.jsonl",
+        "none/own.jsonl",
+    ]
+    assert [len(read_answers(tmp_path / "jobs" / f"controls.{i}.jsonl")) for i in (1, 2)] == [3 * 1, 3 * 2]
+    for run in ("lm/random1", "lm/random2", "all/from_med"):  # two shards gather into what one job writes
+        assert (answers / f"{run}.jsonl").read_bytes() == (whole / f"{run}.jsonl").read_bytes(), run
+    records = read_answers(answers / "lm/own.jsonl")
     assert [r["sample_id"] for r in records] == ["rs-eval-00000", "rs-eval-00001", "rs-eval-00002"]  # broken skipped
     first = records[0]
     assert (first["model"], first["condition"], first["control"], first["seed"], first["domain"]) == (
@@ -364,7 +380,9 @@ def test_cli_end_to_end(tmp_path):
     )
     assert first["deactivated"] == 3 and first["sites"] == ["lm"] and first["settings"]["decoding"] == "greedy"
     assert first["prompt"].startswith("<image>") and isinstance(first["reference_loglik"], float)
-    assert read_answers(outputs[3])[0]["control"] == "random" and read_answers(outputs[5])[0]["source_domain"] == "med"
+    assert read_answers(answers / "lm/random1.jsonl")[0]["control"] == "random"
+    assert read_answers(answers / "all/from_med.jsonl")[0]["source_domain"] == "med"
+    outputs = [tmp_path / "answers"]  # score reads the folder
 
     scores, figures = tmp_path / "scores.csv", tmp_path / "figures"
     assert (

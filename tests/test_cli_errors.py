@@ -25,6 +25,8 @@ def files(tmp_path_factory):
     corrupt_model = root / "corrupt-model"
     corrupt_model.mkdir()
     (corrupt_model / "config.json").write_text("{not json")
+    (root / "bad-listing").mkdir()
+    (root / "bad-listing" / "SHA256SUMS").write_text("not a digest line\n")
     for name in ("corrupt.parquet", "corrupt.safetensors", "corrupt.json", "corrupt.jsonl"):
         (root / name).write_bytes(b"\x00\x01 not what it claims to be {")
     return root
@@ -46,6 +48,11 @@ CASES = {
         ("train-demo --train {root}/missing.parquet --eval {root}/rs.parquet --out {root}/m", "missing.parquet"),
         ("train-demo --train {root}/corrupt.parquet --eval {root}/rs.parquet --out {root}/m", "corrupt.parquet"),
         ("train-demo --train {root}/rs.parquet --eval {root}/rs.parquet --out {root}/m --steps 0", "--steps"),
+    ],
+    "install-model": [
+        ("install-model --from {root}/missing-model --out {root}/m", "missing-model"),
+        ("install-model --from {root}/model --out {root}/m", "SHA256SUMS"),
+        ("install-model --from {root}/bad-listing --out {root}/m", "bad-listing"),
     ],
     "extract": [
         ("extract --model {root}/missing-model --data {root}/rs.parquet --out {root}/c.safetensors", "missing-model"),
@@ -75,25 +82,30 @@ CASES = {
     ],
     "ablate": [
         (
-            "ablate --model {root}/model --neurons {root}/missing.json --data {root}/rs.parquet --condition lm "
+            "ablate --model {root}/model --neurons {root}/missing.json --data {root}/rs.parquet --runs lm/own "
             "--out {root}/a.jsonl",
             "missing.json",
         ),
         (
-            "ablate --model {root}/model --neurons {root}/corrupt.json --data {root}/rs.parquet --condition lm "
+            "ablate --model {root}/model --neurons {root}/corrupt.json --data {root}/rs.parquet --runs lm/own "
             "--out {root}/a.jsonl",
             "corrupt.json",
         ),
         (
-            "ablate --model {root}/model --neurons {root}/neurons.json --data {root}/rs.parquet --condition qformer "
+            "ablate --model {root}/model --neurons {root}/neurons.json --data {root}/rs.parquet --runs qformer/own "
             "--no-chat --out {root}/a.jsonl",
             "qformer",
         ),
         (
-            "ablate --model {root}/model --neurons {root}/neurons.json --data {root}/rs.parquet --condition lm "
+            "ablate --model {root}/model --neurons {root}/neurons.json --data {root}/rs.parquet --runs lm/own "
             "--chat --out {root}/a.jsonl",
             "chat template",
         ),
+    ],
+    "gather-answers": [
+        ("gather-answers {root}/missing.jsonl --out-dir {root}/g", "missing.jsonl"),
+        ("gather-answers {root}/corrupt.jsonl --out-dir {root}/g", "corrupt.jsonl"),
+        ("gather-answers {root}/model/config.json --out-dir {root}/g", "config.json"),
     ],
     "score": [
         ("score {root}/missing.jsonl --metrics rs=exact_match --out {root}/s.csv", "missing.jsonl"),

@@ -1,8 +1,10 @@
 """The demo model: builds with the real LLaVA-NeXT classes, trains, reports honest accuracy, reloads offline."""
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +15,8 @@ from mmneuron.data.samples import decode_image, read_samples, write_samples
 from mmneuron.models.demo import build_demo_model, build_demo_processor
 from mmneuron.models.generation import decoding_settings, generate_answers
 from mmneuron.models.inputs import user_turn
+from mmneuron.models.loading import load_model
+from mmneuron.models.shipped import ShippedModelError, checked_files, install
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +180,32 @@ def test_training_runs_eager_attention_and_restores_the_models_own():
     train(model, processor, synthetic.generate("doc", "train", 4), TrainSettings(steps=1, batch_size=2, warmup_steps=1))
     hook.remove()
     assert seen == ["eager"] and model.config._attn_implementation == "sdpa"
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "models/demo"
+
+
+def test_the_shipped_demo_model_is_intact_and_installs(tmp_path):
+    listed = checked_files(SHIPPED)
+    assert sorted(path.name for path in listed) == sorted(
+        path.name for path in SHIPPED.iterdir() if path.name not in ("SHA256SUMS", "RECIPE.md")
+    )
+    install(SHIPPED, tmp_path / "demo")
+    model, processor = load_model(tmp_path / "demo", device="cpu")
+    assert model.config.model_type == "llava_next" and processor.tokenizer.padding_side == "left"
+    report = json.loads((tmp_path / "demo/accuracy.json").read_text())
+    assert report["overall"] == pytest.approx(sum(report["by_domain"].values()) / 5) and report["overall"] > 0.85
+
+
+def test_an_altered_shipped_file_is_refused_naming_it(tmp_path):
+    copy = tmp_path / "shipped"
+    shutil.copytree(SHIPPED, copy)
+    weights = bytearray((copy / "model.safetensors").read_bytes())
+    weights[-1] ^= 1
+    (copy / "model.safetensors").write_bytes(bytes(weights))
+    with pytest.raises(ShippedModelError, match=r"model.safetensors: its SHA-256 differs"):
+        install(copy, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    (copy / "config.json").unlink()
+    with pytest.raises(ShippedModelError, match=r"config.json: listed in .*SHA256SUMS but missing"):
+        checked_files(copy)

@@ -3,6 +3,8 @@ scope; they do not depend on batch size, sharding or padding; bad images; the CL
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import pytest
 import torch
@@ -12,9 +14,10 @@ from PIL import Image
 from transformers import LlamaConfig
 
 from mmneuron import cli
+from mmneuron.commands import shard_spec
 from mmneuron.counts import Counts, merge
-from mmneuron.data.samples import Sample, encode_png, read_samples, write_samples
-from mmneuron.extract import ExtractionError, extract_counts, parse_shard, shard
+from mmneuron.data.samples import Sample, encode_png, read_samples, shard, write_samples
+from mmneuron.extract import ExtractionError, extract_counts
 from mmneuron.models.inputs import InputError
 from mmneuron.models.loading import ModelLoadError, load_model
 from mmneuron.models.tiny import TINY_ARCHITECTURES, build_tiny, save_tiny
@@ -247,10 +250,13 @@ def test_shards_are_contiguous_and_cover_the_list():
     assert parts == [[0, 1], [2, 3, 4], [5, 6], [7, 8, 9]]
     assert shard(items, 1, 6) + shard(items, 2, 6) + shard(items, 3, 6) == shard(items, 1, 2)
     assert shard(items[:1], 1, 2) == [] and shard(items[:1], 2, 2) == [0]
-    assert parse_shard("2/3") == (2, 3)
+    # whole units (batches): 10 items in units of 3 are 4 units, shards of 1 + 1 units of 4
+    assert shard(items, 1, 2, unit=3) == [0, 1, 2, 3, 4, 5] and shard(items, 2, 2, unit=3) == [6, 7, 8, 9]
+    assert [len(shard(items, i, 3, unit=4)) for i in (1, 2, 3)] == [4, 4, 2]
+    assert shard_spec("2/3") == (2, 3)
     for text in ("0/3", "4/3", "a/3", "3"):
-        with pytest.raises(ExtractionError, match="i/n"):
-            parse_shard(text)
+        with pytest.raises(argparse.ArgumentTypeError, match="i/n"):
+            shard_spec(text)
 
 
 @pytest.mark.parametrize("arch", ["llava_next", "qwen2_vl"])

@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from mmneuron.ablation.run import AblationError, read_answers, write_answers
+from mmneuron.ablation.answers import AblationError, read_answers, write_answers
 from mmneuron.ablation.scoring import LOGLIK, TABLE_COLUMNS, load_runs, score_runs, summarize_random
 from mmneuron.errors import MmneuronError
 from mmneuron.plots import ablation as ablation_plots

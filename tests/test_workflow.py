@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake is not inst
 # The jobs' `python` is the one running the tests (its folder first on PATH), as with the venv activated.
 ENV = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
 # The rules whose commands run a model (they take --device and --dtype, and ask for a GPU when `gpu: true`).
-MODEL_RULES = {"activation_counts_half", "activation_counts_shard", "logit_lens", "ablate", "perturbation"}
+MODEL_RULES = {"activation_counts_shard", "logit_lens", "ablate", "perturbation"}
 
 
 def command(*args, cwd):
@@ -89,12 +89,14 @@ def test_default_config_plans_every_stage(tmp_path):
     assert set(job_stats(planned)) == {
         "synthetic_domain",
         "contact_sheet",
-        "train_demo_model",
+        "demo_model",
+        "activation_counts_shard",
         "activation_counts_half",
         "activation_counts",
         "select_neurons",
         "logit_lens",
         "ablate",
+        "ablation_answers",
         "score_ablation",
         "perturbation",
         "all",
@@ -108,7 +110,7 @@ def test_model_jobs_take_device_dtype_and_a_gpu_only_when_asked(tmp_path, gpu):
     )
     assert code == 0, printed
     jobs = planned_jobs(printed)
-    assert {rule for rule, _ in jobs} >= MODEL_RULES - {"activation_counts_shard"}
+    assert {rule for rule, _ in jobs} >= MODEL_RULES
     for rule, block in jobs:
         resources = re.search(r"^ +resources: (.*)$", block, re.M)
         gpus = re.search(r"\bgpu=(\d+)", resources.group(1)) if resources else None
@@ -121,6 +123,18 @@ def test_model_jobs_take_device_dtype_and_a_gpu_only_when_asked(tmp_path, gpu):
             assert "--dtype" not in block, (rule, block)
 
 
+@pytest.mark.parametrize("train", [False, True])
+def test_the_demo_model_is_the_shipped_one_unless_training_is_asked(tmp_path, train):
+    (tmp_path / "overlay.yaml").write_text(f"demo_model: {{train: {str(train).lower()}}}\n")
+    code, printed = snakemake(
+        "--dry-run", "--printshellcmds", "--cores", "2", "--configfile", str(tmp_path / "overlay.yaml"), cwd=tmp_path
+    )
+    assert code == 0, printed
+    (block,) = [block for rule, block in planned_jobs(printed) if rule == "demo_model"]
+    assert ("mmneuron train-demo" in block) == train and ("mmneuron install-model" in block) != train, block
+    assert ("train.parquet" in block) == train and ("models/demo/SHA256SUMS" in block) != train, block
+
+
 def test_extraction_and_scoring_take_the_new_options(tmp_path):
     (tmp_path / "overlay.yaml").write_text("extraction: {anyres_padding: count}\nevaluation: {breakdown: {ad: kind}}\n")
     code, printed = snakemake(
@@ -129,7 +143,7 @@ def test_extraction_and_scoring_take_the_new_options(tmp_path):
     assert code == 0, printed
     jobs = planned_jobs(printed)
     for rule, block in jobs:
-        assert ("--anyres-padding count" in block) == (rule == "activation_counts_half"), (rule, block)
+        assert ("--anyres-padding count" in block) == (rule == "activation_counts_shard"), (rule, block)
         assert ("--breakdown ad=kind rs=question_type" in block) == (rule == "score_ablation"), (rule, block)
 
 
@@ -279,7 +293,7 @@ def test_changed_seed_reruns_everything(finished_run):
     # a top-level value can come with --config (it is parsed as an int); nested ones need a file
     jobs, changed = reruns(workdir, "--configfile", str(SMALL_CONFIG), "--config", "seed=1")
     assert jobs == planned
-    assert changed == {"synthetic_domain", "train_demo_model", "ablate", "score_ablation"}
+    assert changed == {"synthetic_domain", "demo_model", "ablate", "score_ablation"}
 
 
 @pytest.mark.slow
@@ -294,7 +308,14 @@ def test_changed_bootstrap_reruns_only_the_scoring(finished_run):
 def test_changed_deactivation_value_reruns_ablation_and_perturbation(finished_run):
     workdir, planned = finished_run[:2]
     jobs, changed = reruns(workdir, *overlay(workdir, "value", {"ablation": {"value": 0.5}}))
-    assert jobs == {"ablate": planned["ablate"], "perturbation": 1, "score_ablation": 1, "all": 1}
+    gathers = planned["ablation_answers"]
+    assert jobs == {
+        "ablate": planned["ablate"],
+        "ablation_answers": gathers,
+        "perturbation": 1,
+        "score_ablation": 1,
+        "all": 1,
+    }
     assert changed == {"ablate", "perturbation"}
 
 
@@ -302,6 +323,6 @@ def test_changed_deactivation_value_reruns_ablation_and_perturbation(finished_ru
 def test_changed_dtype_reruns_every_model_job_and_what_follows(finished_run):
     workdir, planned = finished_run[:2]
     jobs, changed = reruns(workdir, *overlay(workdir, "dtype", {"dtype": "float32"}))
-    upstream = {"synthetic_domain", "contact_sheet", "train_demo_model"}
+    upstream = {"synthetic_domain", "contact_sheet", "demo_model"}
     assert jobs == {rule: count for rule, count in planned.items() if rule not in upstream}
-    assert changed == MODEL_RULES - {"activation_counts_half"}  # with shards, the halves are merges
+    assert changed == MODEL_RULES

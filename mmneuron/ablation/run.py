@@ -1,4 +1,4 @@
-"""Answer one domain's evaluation samples under one condition, and write the answers as JSONL.
+"""Answer one domain's evaluation samples under a group of conditions with one loaded model.
 
 Each record holds the run's identity (model, condition, control, seed, source and evaluation
 domain, sites, neurons deactivated, decoding) and the sample's (sample_id, question, meta,
@@ -7,17 +7,15 @@ prompt, prediction, references, and the reference answer's teacher-forced log-li
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
+from mmneuron.ablation.answers import AblationError
 from mmneuron.ablation.likelihood import answer_loglik, reference_answer
 from mmneuron.conditions import Condition, condition_sites
 from mmneuron.data.samples import Sample, decode_images
 from mmneuron.defaults import ABLATION, DECODINGS, EVALUATION, RUN
-from mmneuron.errors import MmneuronError
 from mmneuron.hooks.deactivate import Deactivation
 from mmneuron.models.generation import decoding_settings, generate_answers
 from mmneuron.models.inputs import build_prompt, check_template
@@ -27,10 +25,6 @@ from mmneuron.selection import Selection
 log = logging.getLogger(__name__)
 
 GREEDY, COMPAT = DECODINGS
-
-
-class AblationError(MmneuronError):
-    """Inputs an ablation run cannot use; the message names the file, sample or key."""
 
 
 @dataclass
@@ -58,14 +52,16 @@ def run_ablation(
     processor,
     samples: Sequence[Sample],
     selection: Selection,
-    condition: Condition,
+    conditions: Sequence[Condition],
     settings: Settings,
     model_name: str,
     progress: bool = True,
 ) -> tuple[list[dict], list[dict]]:
-    """Answer ``samples`` (one domain) under ``condition``: (records, skipped samples).
+    """Answer ``samples`` (one domain) under each of ``conditions`` with one loaded model:
+    (records, condition by condition in the given order, and skipped samples).
 
-    Samples with unusable images are skipped, logged and returned with the reason.
+    Images are decoded and prompts built once; samples with unusable images are skipped, logged
+    and returned with the reason.
     """
     domains = sorted({sample.domain for sample in samples})
     if len(domains) != 1:
@@ -74,10 +70,11 @@ def run_ablation(
     ids = [sample.sample_id for sample in samples]
     if len(set(ids)) != len(ids):
         raise AblationError(f"duplicate sample ids in domain {domain}")
+    if len(set(conditions)) != len(conditions):
+        raise AblationError(f"a condition is given twice: {[c.run for c in conditions]}")
     sites = resolve_sites(model)
     selection.check_sites(sites)
-    neurons = condition.neurons(selection, domain)
-    deactivation = Deactivation(sites, neurons, settings.value)
+    deactivations = [Deactivation(sites, c.neurons(selection, domain), settings.value) for c in conditions]
 
     kept, images, skipped = decode_images(samples)
     model_type = model.config.model_type
@@ -89,74 +86,46 @@ def run_ablation(
 
     temperature = settings.temperature if settings.decoding == COMPAT else None
     decoding = decoding_settings(model, processor, settings.max_new_tokens, temperature)
-    with deactivation:
-        predictions = generate_answers(
-            model, processor, prompts, images, decoding, settings.batch_size, progress, seed=settings.seed
-        )
-        likelihoods = (
-            answer_loglik(model, processor, prompts, images, references, settings.batch_size, progress)
-            if settings.likelihood
-            else [(None, None)] * len(kept)
-        )
-
-    identity = {
-        "model": model_name,
-        "condition": condition.name,
-        "control": condition.control,
-        "seed": condition.seed,
-        "source_domain": condition.source or domain,
-        "domain": domain,
-        "sites": list(condition_sites(condition.name, list(selection.sites))),
-        "deactivated": deactivation.count,
-        "selection": {"model": selection.model, **selection.parameters},
-        "settings": asdict(settings),
-        "generation": decoding,
-        "dtype": str(model.dtype).removeprefix("torch."),
-    }
-    records = [
-        {
-            **identity,
-            "sample_id": sample.sample_id,
-            "question": sample.question,
-            "meta": sample.meta,
-            "prompt": prompt,
-            "prediction": prediction,
-            "references": list(sample.answers),
-            "reference_answer": answer,
-            "reference_loglik": loglik,
-            "reference_tokens": tokens,
-        }
-        for sample, prompt, prediction, answer, (loglik, tokens) in zip(
-            kept, prompts, predictions, references, likelihoods
-        )
-    ]
-    return records, skipped
-
-
-def write_answers(records: Iterable[dict], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
-    return path
-
-
-def read_answers(path: str | Path) -> list[dict]:
-    """The records of one answers file; a line that is not a JSON object raises, naming the line."""
-    path = Path(path)
-    if not path.exists():
-        raise AblationError(f"answers file not found: {path}")
     records = []
-    with path.open() as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise AblationError(f"{path}, line {number}: not JSON ({error})") from None
-            if not isinstance(record, dict):
-                raise AblationError(f"{path}, line {number}: expected a JSON object")
-            records.append(record)
-    return records
+    for condition, deactivation in zip(conditions, deactivations):
+        with deactivation:
+            predictions = generate_answers(
+                model, processor, prompts, images, decoding, settings.batch_size, progress, seed=settings.seed
+            )
+            likelihoods = (
+                answer_loglik(model, processor, prompts, images, references, settings.batch_size, progress)
+                if settings.likelihood
+                else [(None, None)] * len(kept)
+            )
+        identity = {
+            "model": model_name,
+            "condition": condition.name,
+            "control": condition.control,
+            "seed": condition.seed,
+            "source_domain": condition.source or domain,
+            "domain": domain,
+            "sites": list(condition_sites(condition.name, list(selection.sites))),
+            "deactivated": deactivation.count,
+            "selection": {"model": selection.model, **selection.parameters},
+            "settings": asdict(settings),
+            "generation": decoding,
+            "dtype": str(model.dtype).removeprefix("torch."),
+        }
+        records += [
+            {
+                **identity,
+                "sample_id": sample.sample_id,
+                "question": sample.question,
+                "meta": sample.meta,
+                "prompt": prompt,
+                "prediction": prediction,
+                "references": list(sample.answers),
+                "reference_answer": answer,
+                "reference_loglik": loglik,
+                "reference_tokens": tokens,
+            }
+            for sample, prompt, prediction, answer, (loglik, tokens) in zip(
+                kept, prompts, predictions, references, likelihoods
+            )
+        ]
+    return records, skipped

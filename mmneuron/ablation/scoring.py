@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mmneuron.ablation.run import AblationError, read_answers
+from mmneuron.ablation.answers import AblationError, read_answers
 from mmneuron.conditions import OWN, RANDOM
 from mmneuron.defaults import LINGO_JUDGE
 from mmneuron.vqa.effects import ALL, SCORE_COLUMNS, score_table, summarize_random_controls

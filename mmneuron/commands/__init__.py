@@ -47,6 +47,14 @@ def share(text: str) -> float:
     return value
 
 
+def shard_spec(text: str) -> tuple[int, int]:
+    """``"i/n"`` (1 <= i <= n) -> ``(i, n)``: shard i of n of a samples file."""
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit()) or not 1 <= int(index) <= int(count):
+        raise argparse.ArgumentTypeError(f"a shard is written i/n with 1 <= i <= n (e.g. 2/4), got {text!r}")
+    return int(index), int(count)
+
+
 def device(text: str) -> str:
     if not _DEVICE.fullmatch(text):
         raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")

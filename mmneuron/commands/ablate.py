@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mmneuron.defaults import ABLATION, DECODINGS, EVALUATION, RUN
 
-from . import CommandError, add_model_arguments, load_model, positive_int
+from . import CommandError, add_model_arguments, load_model, positive_int, shard_spec
 
 log = logging.getLogger(__name__)
 
@@ -31,21 +31,21 @@ def add_evaluation_prompt_arguments(parser: argparse.ArgumentParser) -> None:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "ablate",
-        help="VQA answers of one domain with a condition's neurons deactivated (JSONL)",
-        description="Conditions: none, a site (lm), sites joined by '+' (qformer+query), or all. The domain is "
-        "the samples'; its own neurons are deactivated unless --source-domain names another.",
+        help="VQA answers of one domain under a group of runs (conditions and controls), one model load (JSONL)",
+        description="A run is CONDITION/VARIANT. Conditions: none, a site (lm), sites joined by '+' "
+        "(qformer+query), or all. Variants: own (the evaluated domain's neurons: the samples' domain), "
+        "random<seed> (as many random neurons per site and layer) or from_<domain> (another domain's).",
     )
     add_model_arguments(parser, name_default="the neuron file's")
     parser.add_argument("--neurons", required=True, type=Path, help="neurons.json of `mmneuron select`")
     parser.add_argument("--data", required=True, type=Path, metavar="PARQUET", help="evaluation samples of one domain")
-    parser.add_argument("--condition", required=True, help="sites to deactivate: none, all, SITE or SITE+SITE...")
     parser.add_argument(
-        "--random-seed",
-        type=int,
-        help="random control: as many random neurons per site and layer, drawn with this seed",
+        "--runs", nargs="+", required=True, metavar="RUN", help="runs: lm/own, all/random1, lm/from_rs ..."
     )
-    parser.add_argument("--source-domain", help="deactivate this domain's neurons (cross-domain matrix)")
-    parser.add_argument("--out", required=True, type=Path, help="answers JSONL to write")
+    parser.add_argument(
+        "--shard", type=shard_spec, default=(1, 1), help="answer only shard i/n of the samples (default 1/1)"
+    )
+    parser.add_argument("--out", required=True, type=Path, help="answers JSONL to write (every run's records)")
     add_evaluation_prompt_arguments(parser)
     parser.add_argument("--batch-size", type=positive_int, default=ABLATION.batch_size)
     parser.add_argument("--max-new-tokens", type=positive_int, default=ABLATION.max_new_tokens)
@@ -69,9 +69,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmneuron.ablation.run import Settings, run_ablation, write_answers
+    from mmneuron.ablation.answers import write_answers
+    from mmneuron.ablation.run import Settings, run_ablation
     from mmneuron.conditions import Condition, condition_sites
-    from mmneuron.data.samples import read_samples
+    from mmneuron.data.samples import read_samples, shard, usable
     from mmneuron.selection import Selection
 
     settings = Settings(
@@ -85,25 +86,31 @@ def run(args: argparse.Namespace) -> int:
         likelihood=args.likelihood,
         value=args.value,
     )
-    condition = Condition(args.condition, args.random_seed, args.source_domain)
+    conditions = [Condition.from_run(run) for run in args.runs]
     selection = Selection.load(args.neurons)
-    condition_sites(condition.name, list(selection.sites))  # before the model loads
-    samples = read_samples(args.data, args.limit)
-    if not samples:
+    for condition in conditions:  # before the model loads
+        condition_sites(condition.name, list(selection.sites))
+    every = read_samples(args.data, args.limit)
+    if not every:
         raise CommandError(f"--data: no samples in {args.data}")
+    # shards of whole batches of the usable samples: each holds batches one job over all would make,
+    # so the shards gather into exactly that job's answers
+    samples, skipped = usable(every)
+    samples = shard(samples, *args.shard, unit=args.batch_size)
+    if not samples:  # more shards than samples: this one has nothing to answer
+        write_answers([], args.out)
+        log.info("%s: shard %d/%d of %s holds no sample", args.out, *args.shard, args.data)
+        return 0
     model, processor = load_model(args)
-    records, skipped = run_ablation(
-        model, processor, samples, selection, condition, settings, args.name or selection.model
-    )
+    records, _ = run_ablation(model, processor, samples, selection, conditions, settings, args.name or selection.model)
     write_answers(records, args.out)
-    deactivated = records[0]["deactivated"] if records else 0
     log.info(
-        "%s: %d answer(s) under condition %s (%s, %d neuron(s) deactivated); %d sample(s) skipped",
+        "%s: %d answer(s) of %d run(s) over shard %d/%d (%d sample(s)); %d sample(s) skipped",
         args.out,
         len(records),
-        condition.name,
-        condition.control,
-        deactivated,
+        len(conditions),
+        *args.shard,
+        len(samples),
         len(skipped),
     )
     return 0

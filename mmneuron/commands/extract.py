@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mmneuron.defaults import ANYRES_PADDING, EXTRACTION
 
-from . import CommandError, add_model_arguments, load_model, positive_int, share
+from . import CommandError, add_model_arguments, load_model, positive_int, shard_spec, share
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sites", nargs="+", metavar="SITE", help="sites to record (default: all of the model's)")
     parser.add_argument("--limit", type=positive_int, help="use only the first LIMIT samples (before sharding)")
     parser.add_argument(
-        "--shard", default="1/1", help="count only shard i of n: the i-th contiguous block (default 1/1)"
+        "--shard", type=shard_spec, default=(1, 1), help="count only shard i/n: the i-th contiguous block (default 1/1)"
     )
     parser.add_argument(
         "--prompt",
@@ -47,10 +47,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmneuron.data.samples import read_samples
-    from mmneuron.extract import extract_counts, parse_shard, shard
+    from mmneuron.data.samples import read_samples, shard
+    from mmneuron.extract import extract_counts
 
-    index, count = parse_shard(args.shard)
+    index, count = args.shard
     every = read_samples(args.data, limit=args.limit)
     if not every:
         raise CommandError(f"--data: no samples in {args.data}")
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         model.dtype,
         len(samples),
         args.data,
-        args.shard,
+        f"{index}/{count}",
     )
     counts = extract_counts(
         model,
@@ -78,7 +78,12 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         model_name=args.name or args.model,
         domain=domains.pop() if len(domains) == 1 else None,
-        settings={"data": str(args.data), "limit": args.limit, "shard": args.shard, "device": str(model.device)},
+        settings={
+            "data": str(args.data),
+            "limit": args.limit,
+            "shard": f"{index}/{count}",
+            "device": str(model.device),
+        },
     )
     counts.save(args.out)
     log.info("wrote %s: %d samples counted, %d skipped", args.out, counts.samples, len(counts.skipped))

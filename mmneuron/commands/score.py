@@ -19,7 +19,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="score answers files: tidy score table, random-control summary, figures",
         description="Outputs not named go beside --out: {stem}_random.csv (the random controls over seeds).",
     )
-    parser.add_argument("answers", nargs="+", type=Path, metavar="ANSWERS.jsonl", help="answers of `mmneuron ablate`")
+    parser.add_argument(
+        "answers",
+        nargs="+",
+        type=Path,
+        metavar="ANSWERS",
+        help="answers files, or folders of them (*.jsonl, recursively)",
+    )
     parser.add_argument(
         "--metrics",
         nargs="+",
@@ -59,9 +65,8 @@ def run(args: argparse.Namespace) -> int:
         from mmneuron.vqa.judge import LingoJudge
 
         judge = LingoJudge.load(args.judge, device=args.device)
-    table = score_runs(
-        load_runs(args.answers), metrics, judge=judge, n_boot=args.n_boot, seed=args.seed, breakdown=breakdown
-    )
+    files = [found for path in args.answers for found in (sorted(path.rglob("*.jsonl")) if path.is_dir() else [path])]
+    table = score_runs(load_runs(files), metrics, judge=judge, n_boot=args.n_boot, seed=args.seed, breakdown=breakdown)
     summary = summarize_random(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)

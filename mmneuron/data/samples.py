@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,6 +99,20 @@ def read_samples(path: str | Path, limit: int | None = None) -> list[Sample]:
     return samples
 
 
+def shard(items: Sequence, index: int, count: int, unit: int = 1) -> list:
+    """Shard ``index`` of ``count`` (1-based): a contiguous block of whole units of ``unit`` items
+    (the last unit may be short); with U units, units ``(i-1)*U//n`` to ``i*U//n``.
+
+    The shards of one list are disjoint, cover it in order, and differ by at most one unit; shards
+    1..k of 2k together are exactly shard 1 of 2 (the first half). With ``unit`` the batch size,
+    every shard is a run of the batches one job over all items would make.
+    """
+    if not 1 <= index <= count or unit < 1:
+        raise ValueError(f"shard {index}/{count} of units of {unit}: need 1 <= index <= count and unit >= 1")
+    units = -(-len(items) // unit)
+    return list(items[(index - 1) * units // count * unit : index * units // count * unit])
+
+
 def decode_image(sample: Sample) -> Image.Image:
     """The sample's image as RGB; a missing or corrupt image raises SampleError naming the sample."""
     if not sample.image:
@@ -111,6 +125,17 @@ def decode_image(sample: Sample) -> Image.Image:
         raise SampleError(
             f"sample {sample.sample_id} ({sample.domain}): corrupt image ({type(error).__name__})"
         ) from None
+
+
+def usable(samples: Iterable[Sample]) -> tuple[list[Sample], list[dict]]:
+    """The samples whose image decodes (decoded and let go, so memory holds one image at a time),
+    and skip records for the others, as :func:`decode_images` gives them."""
+    kept, skipped = [], []
+    for sample in samples:
+        found, _, bad = decode_images([sample])
+        kept += found
+        skipped += bad
+    return kept, skipped
 
 
 def decode_images(samples: Iterable[Sample]) -> tuple[list[Sample], list[Image.Image], list[dict]]:
