@@ -11,53 +11,18 @@ so no free-text `reason:` line is parsed; only the resources and commands of the
 are read from the dry run's per-job blocks.
 """
 
-import os
 import re
-import shutil
 import subprocess
 import sys
-import time
-from collections import Counter
-from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ENV, ROOT, SMALL_CONFIG, SNAKEMAKE, command, dry_run, job_stats, snakemake
 
-ROOT = Path(__file__).resolve().parents[1]
-SMALL_CONFIG = ROOT / "tests/workflow/config.yaml"
-SNAKEMAKE = shutil.which("snakemake", path=str(Path(sys.executable).parent)) or shutil.which("snakemake")
 pytestmark = pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake is not installed")
 
-# The jobs' `python` is the one running the tests (its folder first on PATH), as with the venv activated.
-ENV = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
 # The rules whose commands run a model (they take --device and --dtype, and ask for a GPU when `gpu: true`).
 MODEL_RULES = {"activation_counts_shard", "logit_lens", "ablate", "perturbation"}
-
-
-def command(*args, cwd):
-    """A snakemake command line for this workflow, with `cwd` as its working directory."""
-    return [SNAKEMAKE, "--directory", str(cwd), "--snakefile", str(ROOT / "Snakefile"), *args]
-
-
-def snakemake(*args, cwd):
-    """Snakemake's return code and everything it printed (it reports errors on either stream)."""
-    result = subprocess.run(
-        command(*args, cwd=cwd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV
-    )
-    return result.returncode, result.stdout
-
-
-def dry_run(*extra, cwd=ROOT):
-    return snakemake("--dry-run", "--quiet", "rules", "--cores", "1", *extra, cwd=cwd)
-
-
-def job_stats(printed):
-    """{rule: jobs} from the first `Job stats:` table Snakemake printed ({} when nothing is planned)."""
-    match = re.search(r"^Job stats:\njob +count\n[- ]+\n(.*?)^total +\d+$", printed, re.M | re.S)
-    if match is None:
-        assert "Nothing to be done" in printed, printed
-        return {}
-    return {rule: int(count) for rule, count in (line.split() for line in match.group(1).splitlines())}
 
 
 def summary(*extra, cwd):
@@ -204,26 +169,7 @@ def test_cli_lists_every_stage():
         assert name in result.stdout
 
 
-# The small real run, once for the module.
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """The whole workflow run for real on tests/workflow/config.yaml: its folder, the jobs the dry run
-    planned beforehand, the jobs it finished, and its wall time."""
-    workdir = tmp_path_factory.mktemp("workflow")
-    config = ("--configfile", str(SMALL_CONFIG))
-    code, printed = dry_run(*config, cwd=workdir)
-    assert code == 0, printed
-    planned = job_stats(printed)
-    start = time.monotonic()
-    # --max-threads 1: at this size a job is mostly Python start-up (about 12 s of imports on one core),
-    # so two jobs side by side beat one job on two threads (measured: 4 minutes against 7)
-    code, printed = snakemake("--cores", "2", "--max-threads", "1", *config, cwd=workdir)
-    seconds = time.monotonic() - start
-    assert code == 0, printed
-    finished = Counter(re.findall(r"^Finished jobid: \d+ \(Rule: (\w+)\)$", printed, re.M))
-    return workdir, planned, finished, seconds
+# The small real run (`finished_run`, in conftest.py: once for the session).
 
 
 def overlay(workdir, name, values):
