@@ -75,3 +75,18 @@ def _option_defaults(command: str) -> dict:
 )
 def test_the_command_line_takes_its_defaults_from_there(command, option, expected):
     assert _option_defaults(command)[option] == expected
+
+
+def test_the_conda_environment_pins_the_runtime_dependencies_as_the_lock_does():
+    """envs/mmneuron.yaml lists every runtime dependency of pyproject.toml at requirements.lock's version."""
+    import re
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    lock = dict(line.lower().split("==") for line in (root / "requirements.lock").read_text().split())
+    env = yaml.safe_load((root / "envs/mmneuron.yaml").read_text())
+    pins = dict(entry.lower().split("==") for entry in env["dependencies"][-1]["pip"])
+    runtime = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.match(r"[A-Za-z0-9_.-]+", requirement).group(0).lower() for requirement in runtime}
+    assert set(pins) == names
+    assert pins == {name: lock[name] for name in names}
