@@ -26,15 +26,15 @@ import torch
 from torch import nn
 
 from mmneuron.data.samples import Sample
-from mmneuron.defaults import LENS
+from mmneuron.defaults import LENS, SCOPES
 from mmneuron.errors import MmneuronError
 from mmneuron.models.decoder import each_layer_output, final_norm_and_unembed
-from mmneuron.models.inputs import RIGHT, build_prompt, check_template, domain_batches, scope_masks
+from mmneuron.models.inputs import RIGHT, build_prompt, check_template, domain_batches, scope_masks, with_all_scope
 
 log = logging.getLogger(__name__)
 
-IMAGE, TEXT, ALL = "image", "text", "all"
-SCOPES = (ALL, IMAGE, TEXT)
+_, IMAGE, TEXT = SCOPES
+
 TABLE_COLUMNS = (
     "model",
     "domain",
@@ -211,18 +211,15 @@ class LensAccumulator:
         self.samples[domain] += samples
 
     def scope_stats(self, domain: str) -> dict[str, ScopeStats]:
-        """The domain's statistics per scope, with ``all`` = image + text when not given directly."""
-        stats = dict(self.stats[domain])
-        if ALL not in stats and IMAGE in stats and TEXT in stats:
-            stats[ALL] = stats[IMAGE].merge(stats[TEXT])
-        return stats
+        """The domain's statistics per scope, in scope order, with ``all`` = image + text when not given directly."""
+        return with_all_scope(self.stats[domain])
 
     def table(self, tokenizer, top_tokens: int = 5) -> pd.DataFrame:
         """One row per (domain, scope, layer); ``top_tokens`` lists the most frequent top-1 tokens
         with their share of positions, e.g. ``"</s> 0.41; the 0.10"``."""
         rows = []
         for domain in sorted(self.stats):
-            for scope, s in sorted(self.scope_stats(domain).items(), key=lambda item: _scope_order(item[0])):
+            for scope, s in self.scope_stats(domain).items():
                 means, stds, probs = s.entropy_mean(), s.entropy_std(), s.top_prob_mean()
                 for layer in range(s.layers):
                     common = s.top_ids[layer].most_common(top_tokens)
@@ -243,10 +240,6 @@ class LensAccumulator:
                         }
                     )
         return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
-
-
-def _scope_order(scope: str) -> tuple[int, str]:
-    return (SCOPES.index(scope) if scope in SCOPES else len(SCOPES), scope)
 
 
 @dataclass

@@ -35,14 +35,12 @@ from mmneuron.defaults import EVALUATION, PERTURBATION
 from mmneuron.errors import MmneuronError
 from mmneuron.hooks.deactivate import Deactivation
 from mmneuron.models.decoder import decoder_layers, each_layer_output
-from mmneuron.models.inputs import RIGHT, build_prompt, check_template, domain_batches, scope_masks
+from mmneuron.models.inputs import RIGHT, build_prompt, check_template, domain_batches, scope_masks, with_all_scope
 from mmneuron.models.sites import resolve_sites
 from mmneuron.selection import Selection
 
 log = logging.getLogger(__name__)
 
-IMAGE, TEXT, ALL = "image", "text", "all"
-SCOPES = (ALL, IMAGE, TEXT)
 TABLE_COLUMNS = (
     "model",
     "condition",
@@ -190,11 +188,7 @@ class PerturbationRun:
         rows = []
         order = {condition: i for i, condition in enumerate(self.conditions)}
         for condition, domain in sorted(self.stats, key=lambda key: (order.get(key[0], len(order)), key[1])):
-            by_scope = dict(self.stats[condition, domain])
-            if ALL not in by_scope and IMAGE in by_scope and TEXT in by_scope:
-                by_scope[ALL] = by_scope[IMAGE].merge(by_scope[TEXT])
-            for scope in sorted(by_scope, key=lambda s: (SCOPES.index(s) if s in SCOPES else len(SCOPES), s)):
-                s = by_scope[scope]
+            for scope, s in with_all_scope(self.stats[condition, domain]).items():
                 (cos_mean, cos_std), (rel_mean, rel_std) = s.cosine(), s.rel_l2()
                 for layer in range(len(cos_mean)):
                     rows.append(

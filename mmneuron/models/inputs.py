@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from transformers import BatchFeature
 
 from mmneuron.data.samples import Sample, decode_images
-from mmneuron.defaults import ANYRES_PADDING
+from mmneuron.defaults import ANYRES_PADDING, SCOPES
 from mmneuron.errors import MmneuronError
 from mmneuron.models import anyres
 from mmneuron.models.sites import IMAGE, ResolvedSite, architecture, image_prompt, image_token_id
@@ -234,6 +234,18 @@ def forward_options(model, logits_to_keep: int = 1) -> dict:
 
 
 # --- positions -------------------------------------------------------------------------------
+
+
+def with_all_scope(by_scope: Mapping) -> dict:
+    """Per-scope additive statistics (anything with ``merge``) in scope order (all, image, text),
+    with ``all`` = image merged with text where it was not given directly."""
+    every, image, text = SCOPES
+    scopes = dict(by_scope)
+    if every not in scopes and image in scopes and text in scopes:
+        scopes[every] = scopes[image].merge(scopes[text])
+    return dict(
+        sorted(scopes.items(), key=lambda item: (SCOPES.index(item[0]) if item[0] in SCOPES else len(SCOPES), item[0]))
+    )
 
 
 def scope_masks(model, inputs: Mapping) -> dict[str, torch.Tensor]:

@@ -48,8 +48,8 @@ class Encoded:
     image_sizes: torch.Tensor
 
 
-def prompts(processor, samples: list[Sample]) -> list[str]:
-    return [build_prompt(processor, "llava_next", PROMPT, sample, chat=True) for sample in samples]
+def prompts(model, processor, samples: list[Sample]) -> list[str]:
+    return [build_prompt(processor, model.config.model_type, PROMPT, sample, chat=True) for sample in samples]
 
 
 def encode_training_samples(model, processor, samples: list[Sample], chunk: int = 256) -> Encoded:
@@ -57,7 +57,7 @@ def encode_training_samples(model, processor, samples: list[Sample], chunk: int 
     input_ids, labels, pixels, sizes = [], [], [], []
     for start in tqdm(range(0, len(samples), chunk), desc="encode", unit="chunk"):
         part = samples[start : start + chunk]
-        texts = prompts(processor, part)
+        texts = prompts(model, processor, part)
         enc = encode(model, processor, [decode_image(s) for s in part], texts, padding_side=LEFT).inputs
         pixels.append(enc["pixel_values"])
         sizes.append(enc["image_sizes"])
@@ -150,7 +150,7 @@ def evaluate(model, processor, samples: list[Sample], batch_size: int = 64) -> d
     """Greedy exact-match accuracy, overall and per domain (answers compare lower-cased and stripped)."""
     decoding = decoding_settings(model, processor, max_new_tokens=4)
     images = [decode_image(s) for s in samples]
-    predictions = generate_answers(model, processor, prompts(processor, samples), images, decoding, batch_size)
+    predictions = generate_answers(model, processor, prompts(model, processor, samples), images, decoding, batch_size)
     hits = defaultdict(list)
     for sample, prediction in zip(samples, predictions):
         hits[sample.domain].append(prediction.lower().strip() in {a.lower().strip() for a in sample.answers})
