@@ -270,7 +270,7 @@ def stack_probabilities(
                     f"counts of domains '{domain}' ({other.source}) and '{domains[0]}' ({first.source}) "
                     f"differ in {what}: {mine} vs {theirs}"
                 )
-    scopes = {site: scope if (site, scope) in first.active else "all" for site in sorted(first.sites)}
+    scopes = {site: first.scope_for(site, scope) for site in sorted(first.sites)}
     stacked = {
         site: torch.stack([by_domain[d].site_probabilities(site, used) for d in domains])
         for site, used in scopes.items()
