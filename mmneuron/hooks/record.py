@@ -196,7 +196,7 @@ def _masked_stats(matrix: torch.Tensor, values: torch.Tensor, moments: bool) -> 
             sums += weights @ wide
             squares += weights @ wide.square_()
             for part in range(parts):
-                chosen = block[mask[part] > 0]
-                if chosen.shape[0]:
-                    torch.maximum(maxima[part], chosen.amax(0).double(), out=maxima[part])
+                picked = mask[part].nonzero().squeeze(1)  # index_select: far faster than a boolean index
+                if picked.numel():
+                    torch.maximum(maxima[part], block.index_select(0, picked).amax(0).double(), out=maxima[part])
     return [counts, sums, squares, maxima] if moments else [counts]
