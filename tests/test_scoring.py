@@ -283,3 +283,22 @@ def test_a_non_numeric_log_likelihood_names_the_sample(tmp_path):
     path = _run_file(tmp_path, "none", ["yes", "no", "2", "blue"], logliks=[-1.0, "-2", -1.0, -1.0])
     with pytest.raises(AblationError, match=r"m/none/rs, sample s1: reference_loglik is '-2', not a number"):
         score_runs(load_runs([path]), {"rs": "exact_match"})
+
+
+def test_method_runs_get_their_own_figure_and_leave_dapes_alone(tmp_path, monkeypatch):
+    files = [
+        _run_file(tmp_path, "none", ["yes", "no", "2", "red"], logliks=[-1, -1, -1, -1]),
+        _run_file(tmp_path, "lm", ["yes", "no", "2", "blue"], logliks=[-2, -1, -1, -1]),  # DAPE: -0.25
+        _run_file(tmp_path, "lm", ["no", "no", "1", "blue"], method="margin", logliks=[-3, -1, -1, -1]),  # -0.75
+        _run_file(tmp_path, "lm", ["yes", "no", "2", "red"], seed=1, logliks=[-1, -1, -1, -1]),
+    ]
+    table = score_runs(load_runs(files), {"rs": "exact_match"}, n_boot=50)
+    drawn = []
+    draw = ablation_plots._draw
+    monkeypatch.setattr(
+        ablation_plots, "_draw", lambda ax, matrix, *rest: drawn.append(matrix) or draw(ax, matrix, *rest)
+    )
+    paths = plot_all(table, summarize_random(table), tmp_path / "figures")
+    assert drawn[0].tolist() == [[-0.25]]  # the condition heatmap shows DAPE's sets, not margin's
+    names = {path.name for path in paths}
+    assert {"m_methods_scores.png", "m_methods_loglik.png", "m_ablation_scores.png"} <= names
