@@ -44,7 +44,7 @@ rule all:
         rules.demo_model.output,
         expand("results/{model}/neurons.json", model=MODELS),
         expand("results/{model}/neurons/{method}.json", model=MODELS, method=OTHER_METHODS),
-        expand("results/{model}/neurons/method_overlaps.csv", model=MODELS) if OTHER_METHODS else [],
+        expand("results/{model}/neurons/method_overlaps.csv", model=MODELS),
         expand("results/{model}/neurons/sample_curve.csv", model=MODELS),
         expand("results/{model}/lens/lens.csv", model=MODELS),
         expand("results/{model}/ablation/scores.csv", model=MODELS),

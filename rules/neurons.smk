@@ -32,8 +32,9 @@ rule select_neurons:
 
 
 # The selector bake-off: every other method of `selection.methods` over the same counts (docs/selectors.md),
-# with `selection.match_sizes` as many neurons per site and domain as DAPE; their overlaps with each other; and
-# the sample-count curve (the selection on 1, 2, 4, ... merged extraction shards against all of them).
+# with `selection.match_sizes` as many neurons per site and domain as DAPE; their overlaps with each other (no
+# pairs with DAPE alone); and the sample-count curve (the selection on 1, 2, 4, ... merged extraction shards
+# against all of them). Everything under results/{model}/neurons/ (DVC's neurons stage tracks the folder).
 rule select_method:
     input:
         counts=expand("results/{{model}}/counts/{domain}.safetensors", domain=DOMAINS),
@@ -44,7 +45,7 @@ rule select_method:
         table="results/{model}/neurons/{method}.csv",
         stats="results/{model}/neurons/{method}_stats.csv",
         lape=directory("results/{model}/neurons/{method}_lape"),
-        figures=directory("results/{model}/figures/neurons_{method}"),
+        figures=directory("results/{model}/neurons/{method}_figures"),
     log:
         "logs/neurons/{model}.{method}.log",
     wildcard_constraints:
@@ -72,7 +73,7 @@ rule method_overlaps:
         lambda wildcards: [neurons_path(wildcards.model, method) for method in METHODS],
     output:
         table="results/{model}/neurons/method_overlaps.csv",
-        figure=multiext("results/{model}/figures/method_overlaps", ".png", ".pdf"),
+        figure=multiext("results/{model}/neurons/method_overlaps", ".png", ".pdf"),
     log:
         "logs/neurons/{model}.method_overlaps.log",
     conda:
@@ -91,7 +92,7 @@ rule sample_curve:
         extraction_shards,
     output:
         table="results/{model}/neurons/sample_curve.csv",
-        figure=multiext("results/{model}/figures/sample_curve", ".png", ".pdf"),
+        figure=multiext("results/{model}/neurons/sample_curve", ".png", ".pdf"),
     log:
         "logs/neurons/{model}.sample_curve.log",
     conda:
