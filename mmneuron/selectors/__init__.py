@@ -22,7 +22,7 @@ from . import margin, miner, random
 from .common import SiteStatistics
 
 DAPE = "dape"
-# method -> (module, the method's own parameters as its function takes them)
+# method -> (its site rule, the names of the method's own parameters the rule takes)
 _RULES = {
     "margin": (margin.select_site, ()),
     "miner_adaptive": (miner.selector("adaptive"), ("weights",)),
