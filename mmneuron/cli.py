@@ -23,6 +23,8 @@ COMMANDS = (
     "extract",
     "merge",
     "select",
+    "compare_methods",
+    "sample_curve",
     "lens",
     "ablate",
     "gather_answers",

@@ -11,13 +11,11 @@ control is its own draw, the same in every stage that asks for it (ablation and 
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
-
-import numpy as np
 
 from mmneuron.errors import MmneuronError
 from mmneuron.selection import Selection
+from mmneuron.selectors.random import random_control
 
 NONE, ALL = "none", "all"
 OWN, RANDOM = "domain", "random"  # the kinds of neuron sets (the ``control`` field of the outputs)
@@ -112,20 +110,3 @@ class Condition:
         return {
             site: random_control(own[site], selection.sites[site].width, self.seed, site, *identity) for site in sites
         }
-
-
-def random_control(pairs: Pairs, width: int, seed: int, site: str, *identity: str) -> Pairs:
-    """As many neurons per layer as ``pairs`` has, drawn uniformly without replacement from the
-    layer's ``width`` neurons. The generator is seeded by ``seed``, the site's name and the
-    ``identity`` strings (condition, source and evaluated domain), so each (seed, site, domains,
-    condition) is an independent draw, reproducible on any machine."""
-    per_layer: dict[int, int] = {}
-    for layer, _ in pairs:
-        per_layer[layer] = per_layer.get(layer, 0) + 1
-    if any(count > width for count in per_layer.values()):
-        raise ConditionError(f"site '{site}': more neurons in a layer than its width {width}")
-    rng = np.random.default_rng([seed, *(zlib.crc32(text.encode()) for text in (site, *identity))])
-    drawn = []
-    for layer in sorted(per_layer):
-        drawn += [(layer, int(neuron)) for neuron in rng.choice(width, size=per_layer[layer], replace=False)]
-    return sorted(drawn)

@@ -2,7 +2,11 @@
 
 Tensors (int64): ``"{site}/{scope}/active"`` (layers x width: token positions with activation > 0)
 and ``"{site}/{scope}/tokens"`` (layers: token positions counted), scope in ``all``, ``image``,
-``text``. Metadata (all str): ``model``, ``domain``, ``samples`` (int), ``skipped`` (JSON list of
+``text``; and the activation moments (float64, layers x width): ``"{site}/{scope}/sum"`` (sum of
+the activations over the counted positions), ``"{site}/{scope}/sum_sq"`` (sum of their squares)
+and ``"{site}/{scope}/max"`` (their maximum; -inf where no position was counted). Files written
+before the moments existed lack them and still load (for DAPE, which needs the counts only).
+Metadata (all str): ``model``, ``domain``, ``samples`` (int), ``skipped`` (JSON list of
 ``{sample_id, reason}``), ``sites`` (JSON ``{site: {layers, width, inert_layers}}``), ``settings``
 (JSON: extraction settings) and ``versions`` (JSON: package versions).
 """
@@ -24,6 +28,8 @@ from mmneuron.defaults import SCOPES
 from mmneuron.errors import MmneuronError
 
 METADATA_KEYS = ("model", "domain", "samples", "skipped", "sites", "settings", "versions")
+COUNT_TENSORS = ("active", "tokens")
+MOMENT_TENSORS = ("sum", "sum_sq", "max")  # the attributes sums, squares, maxima
 _PACKAGES = ("mmneuron", "transformers", "torch")
 
 
@@ -59,6 +65,8 @@ class Counts:
     ``active`` and ``tokens`` are keyed by ``(site, scope)``; ``sites`` gives each site's shape
     (a plain ``{"layers", "width", "inert_layers"}`` dict is accepted too). ``source`` names the
     file (or files) the counts came from, for error messages and the record of merged shards.
+    ``sums``, ``squares`` and ``maxima`` (the activation moments, float64, keyed like ``active``)
+    are all given or all None (counts of an older file).
     """
 
     model: str
@@ -71,6 +79,9 @@ class Counts:
     settings: dict = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=current_versions)
     source: str | None = None
+    sums: dict[tuple[str, str], torch.Tensor] | None = None
+    squares: dict[tuple[str, str], torch.Tensor] | None = None
+    maxima: dict[tuple[str, str], torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         self.sites = {
@@ -116,15 +127,60 @@ class Counts:
                 raise CountsError(f"{name}: '{key}/active' must lie between 0 and '{key}/tokens' per layer")
         if self.samples < 0:
             raise CountsError(f"{name}: negative sample count {self.samples}")
+        moments = {"sum": self.sums, "sum_sq": self.squares, "max": self.maxima}
+        given = [kind for kind, held in moments.items() if held is not None]
+        if given and len(given) < len(moments):
+            raise CountsError(f"{name}: activation moments {given} without {sorted(set(moments) - set(given))}")
+        for kind, held in moments.items() if given else ():
+            if set(held) != set(self.active):
+                raise CountsError(f"{name}: '{kind}' tensors for {sorted(held)}, counts for {self.keys}")
+            for (site, scope), tensor in held.items():
+                info = self.sites[site]
+                if tuple(tensor.shape) != (info.layers, info.width) or not tensor.dtype.is_floating_point:
+                    raise CountsError(
+                        f"{name}: '{site}/{scope}/{kind}' must be float of shape {(info.layers, info.width)}, "
+                        f"got {tensor.dtype} {tuple(tensor.shape)}"
+                    )
+                held[site, scope] = tensor.double()
+
+    @property
+    def has_moments(self) -> bool:
+        """Whether the activation moments were recorded (files of older versions hold counts only)."""
+        return self.sums is not None
+
+    def scope_for(self, site: str, scope: str) -> str:
+        """``scope`` where ``site`` has it, else ``all`` (a vision site sees no text positions,
+        InstructBLIP's instruction site no image positions)."""
+        return scope if (site, scope) in self.active else "all"
+
+    def _moment(self, site: str, scope: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        if not self.has_moments:
+            raise CountsError(
+                f"{self._name}: holds counts only, no activation moments (written by an older version; extract again)"
+            )
+        self.site_probabilities(site, scope)  # the same error for a missing site or scope
+        return self.sums[site, scope], self.squares[site, scope], self.maxima[site, scope], self.tokens[site, scope]
+
+    def site_means(self, site: str, scope: str = "all") -> torch.Tensor:
+        """Mean activation per neuron over the counted positions (layers x width, float64; 0 where none)."""
+        sums, _, _, tokens = self._moment(site, scope)
+        return _per_token(sums, tokens)
+
+    def site_variances(self, site: str, scope: str = "all") -> torch.Tensor:
+        """Population variance of the activation per neuron (``E[x^2] - E[x]^2``, clamped at 0; 0 where none)."""
+        sums, squares, _, tokens = self._moment(site, scope)
+        return (_per_token(squares, tokens) - _per_token(sums, tokens).square()).clamp(min=0)
+
+    def site_maxima(self, site: str, scope: str = "all") -> torch.Tensor:
+        """Maximum activation per neuron over the counted positions (layers x width; -inf where none)."""
+        return self._moment(site, scope)[2]
 
     def site_probabilities(self, site: str, scope: str = "all") -> torch.Tensor:
         """``active / tokens`` of one site and scope (layers x width, float64; 0 where no token was counted)."""
         if (site, scope) not in self.active:
             have = sorted(s for (name, s) in self.active if name == site)
             raise CountsError(f"{self._name}: site '{site}' has no '{scope}' counts (it has {have})")
-        active = self.active[site, scope].double()
-        tokens = self.tokens[site, scope].double().unsqueeze(1)
-        return torch.where(tokens > 0, active / tokens.clamp(min=1), torch.zeros_like(active))
+        return _per_token(self.active[site, scope].double(), self.tokens[site, scope])
 
     def probabilities(self, scope: str = "all") -> dict[str, torch.Tensor]:
         """Per site, :meth:`site_probabilities` of ``scope``."""
@@ -138,6 +194,8 @@ class Counts:
         for site, scope in self.keys:
             tensors[f"{site}/{scope}/active"] = self.active[site, scope].detach().to("cpu", torch.int64).contiguous()
             tensors[f"{site}/{scope}/tokens"] = self.tokens[site, scope].detach().to("cpu", torch.int64).contiguous()
+            for kind, held in zip(MOMENT_TENSORS, self._moments()):
+                tensors[f"{site}/{scope}/{kind}"] = held[site, scope].detach().to("cpu", torch.float64).contiguous()
         meta = {
             "model": self.model,
             "domain": self.domain,
@@ -172,12 +230,14 @@ class Counts:
             samples = int(meta["samples"])
         except ValueError:
             raise CountsError(f"{path}: metadata 'samples' is not an integer: {meta['samples']!r}") from None
-        active, tokens = {}, {}
+        held: dict[str, dict] = {kind: {} for kind in (*COUNT_TENSORS, *MOMENT_TENSORS)}
         for key, tensor in tensors.items():
             parts = key.rsplit("/", 2)
-            if len(parts) != 3 or parts[2] not in ("active", "tokens"):
-                raise CountsError(f"{path}: unexpected tensor '{key}'; expected '{{site}}/{{scope}}/active|tokens'")
-            (active if parts[2] == "active" else tokens)[parts[0], parts[1]] = tensor
+            if len(parts) != 3 or parts[2] not in held:
+                raise CountsError(f"{path}: unexpected tensor '{key}'; expected '{{site}}/{{scope}}/{'|'.join(held)}'")
+            held[parts[2]][parts[0], parts[1]] = tensor
+        active, tokens = held["active"], held["tokens"]
+        moments = [held[kind] or None for kind in MOMENT_TENSORS]
         if not active:
             raise CountsError(f"{path}: holds no counts tensors")
         sites = parsed["sites"]
@@ -194,7 +254,14 @@ class Counts:
             settings=parsed["settings"],
             versions=parsed["versions"],
             source=str(path),
+            sums=moments[0],
+            squares=moments[1],
+            maxima=moments[2],
         )
+
+    def _moments(self) -> tuple[dict, ...]:
+        """``(sums, squares, maxima)``, or nothing for counts without moments."""
+        return (self.sums, self.squares, self.maxima) if self.has_moments else ()
 
 
 def merge(parts: Sequence[Counts]) -> Counts:
@@ -218,6 +285,17 @@ def merge(parts: Sequence[Counts]) -> Counts:
                 raise CountsError(f"cannot merge {name} with {names[0]}: {what} differ ({mine} vs {theirs})")
     active = {key: sum(part.active[key].to(torch.int64) for part in parts) for key in first.keys}
     tokens = {key: sum(part.tokens[key].to(torch.int64) for part in parts) for key in first.keys}
+    with_moments = [part.has_moments for part in parts]
+    if any(with_moments) and not all(with_moments):
+        lacking = [name for name, has in zip(names, with_moments) if not has]
+        raise CountsError(f"cannot merge counts with and without activation moments: {lacking} hold counts only")
+    moments = [None, None, None]
+    if all(with_moments):
+        moments = [
+            {key: sum(part.sums[key] for part in parts) for key in first.keys},
+            {key: sum(part.squares[key] for part in parts) for key in first.keys},
+            {key: torch.stack([part.maxima[key] for part in parts]).amax(0) for key in first.keys},
+        ]
     versions = {}
     for package in sorted({p for part in parts for p in part.versions}):
         seen = sorted({str(part.versions.get(package, "unknown")) for part in parts})
@@ -237,7 +315,32 @@ def merge(parts: Sequence[Counts]) -> Counts:
         },
         versions=versions,
         source=", ".join(names),
+        sums=moments[0],
+        squares=moments[1],
+        maxima=moments[2],
     )
+
+
+def mean_activations(
+    counts: Sequence[Counts], scope: str = "all", domains: Sequence[str] | None = None
+) -> dict[str, torch.Tensor]:
+    """Per site, the mean activation per neuron (layers x width, float64) over every counted
+    position of the ``domains`` given (default: all of ``counts``), pooled: the domains' sums over
+    their token counts, so a domain weighs by its positions. The scope is ``scope`` where a site
+    has it, else ``all`` (:meth:`Counts.scope_for`); 0 where no position was counted."""
+    chosen = [c for c in counts if domains is None or c.domain in domains]
+    missing = sorted(set(domains or ()) - {c.domain for c in chosen})
+    if missing or not chosen:
+        raise CountsError(f"no counts for domain(s) {missing or list(domains or [])}")
+    first = chosen[0]
+    means = {}
+    for site in sorted(first.sites):
+        used = first.scope_for(site, scope)
+        for part in chosen:
+            part._moment(site, used)  # names the file without moments, site or scope
+        tokens = sum(part.tokens[site, used] for part in chosen)
+        means[site] = _per_token(sum(part.sums[site, used] for part in chosen), tokens)
+    return means
 
 
 def load_many(paths: Sequence[str | Path]) -> dict[str, Counts]:
@@ -249,15 +352,22 @@ def load_many(paths: Sequence[str | Path]) -> dict[str, Counts]:
     return {domain: parts[0] if len(parts) == 1 else merge(parts) for domain, parts in sorted(by_domain.items())}
 
 
+def _per_token(values: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """``values`` (layers x width) over each layer's token count, float64; 0 where no token was counted."""
+    tokens = tokens.double().unsqueeze(1)
+    return torch.where(tokens > 0, values / tokens.clamp(min=1), torch.zeros_like(values, dtype=torch.float64))
+
+
 def _write_safetensors(tensors: dict[str, torch.Tensor], meta: dict[str, str], path: Path) -> None:
     # safetensors' own writer orders the metadata at random (a hash map); this writes the same
     # format with sorted keys, so equal counts give byte-identical files.
     header: dict = {"__metadata__": meta}
     blobs, offset = [], 0
     for name in sorted(tensors):
-        data = tensors[name].numpy().astype("<i8").tobytes()
+        floating = tensors[name].dtype.is_floating_point
+        data = tensors[name].numpy().astype("<f8" if floating else "<i8").tobytes()
         header[name] = {
-            "dtype": "I64",
+            "dtype": "F64" if floating else "I64",
             "shape": list(tensors[name].shape),
             "data_offsets": [offset, offset + len(data)],
         }

@@ -16,6 +16,8 @@ ANYRES_PADDING = ("skip", "count")
 LINGO_JUDGE = "lingo_judge"  # the metric name of LingoQA's learned judge (mmneuron.vqa.judge)
 DECODINGS = ("greedy", "compat")  # greedy, or sampled at a temperature with a seed as the authors did
 DEMO_DOMAINS = ("ad", "med", "rs", "com", "doc")  # the synthetic demo's domains, standing in for the paper's five
+# neuron selectors (mmneuron.selectors, docs/selectors.md): DAPE, the margin, MINER's four strategies, random
+SELECTION_METHODS = ("dape", "margin", "miner_adaptive", "miner_la_mu", "miner_lu_ma", "miner_uniform", "random")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,10 @@ class Selection:
     filter_rate: float = 0.95
     assign_rate: float = 0.95
     scope: str = "all"
+    methods: list = field(default_factory=lambda: ["dape"])  # the bake-off: each gets its neuron sets and ablation
+    match_sizes: bool = False  # every method takes as many neurons per site and domain as DAPE
+    miner_weights: dict = field(default_factory=lambda: {"prob": 0.0, "mean": 0.5, "max": 0.5})  # MINER's default mix
+    curve_shards: int | None = None  # shards per domain the sample-count curve grows to; None: all
 
 
 @dataclass(frozen=True)

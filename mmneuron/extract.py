@@ -4,8 +4,9 @@ Every sample becomes the statistics prompt (``prompt_template`` filled in and re
 architecture's image placeholder, no chat template) with its image, through the one input path
 (``mmneuron.models.inputs``): batches padded on the right, so that the real tokens of a batched
 prompt keep the positions they have alone; padding is masked out of every count, and so is
-LLaVA-NeXT's tile padding unless ``anyres_padding="count"``. Counts are sums over positions, so
-they do not depend on batch size or sharding, and shards merge by summing.
+LLaVA-NeXT's tile padding unless ``anyres_padding="count"``. Counts and activation moments are sums
+(maxima) over positions, so they do not depend on batch size or sharding, and shards merge by
+summing (taking the maximum).
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def extract_counts(
                 batch = []
             bar.set_postfix(skipped=len(skipped), refresh=False)
     active, tokens = recorder.results()
+    sums, squares, maxima = recorder.moment_results()
     if skipped:
         log.warning("%s: %d of %d samples skipped (bad images)", domain, len(skipped), len(samples))
     return Counts(
@@ -106,6 +108,9 @@ def extract_counts(
             "padding": RIGHT,
             **(settings or {}),
         },
+        sums=sums,
+        squares=squares,
+        maxima=maxima,
     )
 
 

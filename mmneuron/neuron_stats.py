@@ -1,5 +1,6 @@
 """Statistics of neuron sets: sizes per site and domain, multi-domain membership, pairwise
-overlaps, and split-half stability (Jaccard overlap of selections from disjoint halves of the samples).
+overlaps, split-half stability (Jaccard overlap of selections from disjoint halves of the samples)
+and the overlap of different methods' sets.
 
 All tables are tidy (one row per site and domain, pair or membership count) and work on a
 :class:`~mmneuron.selection.Selection` loaded from ``neurons.json`` as well as a fresh one.
@@ -9,6 +10,7 @@ The domain ``(any)`` stands for the union over domains. A Jaccard overlap of two
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from itertools import combinations
 
 import pandas as pd
@@ -43,7 +45,7 @@ def jaccard(a: set, b: set) -> float:
     return len(a & b) / union if union else float("nan")
 
 
-def _sets(selection: Selection, site: str) -> dict[str, set]:
+def domain_sets(selection: Selection, site: str) -> dict[str, set]:
     info = selection.sites[site]
     sets = {d: set(info.by_domain[d]) for d in selection.domains}
     sets[ANY] = set(info.selected)
@@ -55,7 +57,7 @@ def domain_counts(selection: Selection) -> pd.DataFrame:
     rows = []
     for site in sorted(selection.sites):
         info = selection.sites[site]
-        for domain, neurons in _sets(selection, site).items():
+        for domain, neurons in domain_sets(selection, site).items():
             rows.append(
                 {
                     "model": selection.model,
@@ -74,7 +76,7 @@ def membership(selection: Selection) -> pd.DataFrame:
     rows = []
     for site in sorted(selection.sites):
         info = selection.sites[site]
-        sets = _sets(selection, site)
+        sets = domain_sets(selection, site)
         tally = Counter(sum(n in sets[d] for d in selection.domains) for n in sets[ANY])
         total = len(sets[ANY])
         for n_domains in range(len(selection.domains) + 1):
@@ -97,7 +99,7 @@ def overlaps(selection: Selection) -> pd.DataFrame:
     """Neurons shared by each pair of domains, per site, with their Jaccard overlap."""
     rows = []
     for site in sorted(selection.sites):
-        sets = _sets(selection, site)
+        sets = domain_sets(selection, site)
         for a, b in combinations(selection.domains, 2):
             rows.append(
                 {
@@ -126,7 +128,7 @@ def stability(half_a: Selection, half_b: Selection) -> pd.DataFrame:
             raise SelectionError(f"split halves differ in {what}: {mine} vs {theirs}")
     rows = []
     for site in sorted(half_a.sites):
-        sets_a, sets_b = _sets(half_a, site), _sets(half_b, site)
+        sets_a, sets_b = domain_sets(half_a, site), domain_sets(half_b, site)
         for domain in sets_a:
             a, b = sets_a[domain], sets_b[domain]
             rows.append(
@@ -150,3 +152,42 @@ def stats_table(selection: Selection, halves: tuple[Selection, Selection] | None
     if halves is not None:
         parts.append(stability(*halves))
     return pd.concat([part for part in parts if len(part)], ignore_index=True)[COLUMNS]
+
+
+METHOD_COLUMNS = ["model", "site", "domain", "method", "other_method", "count", "count_a", "count_b", "jaccard"]
+
+
+def method_overlaps(selections: Mapping[str, Selection]) -> pd.DataFrame:
+    """Jaccard overlap of the neuron sets of each pair of methods (``{method: selection}``, in the
+    given order), per site and domain and for the union over domains (``(any)``)."""
+    names = list(selections)
+    first = selections[names[0]] if names else None
+    for name in names[1:]:
+        other = selections[name]
+        for what, mine, theirs in (
+            ("model", other.model, first.model),
+            ("domains", other.domains, first.domains),
+            ("sites", sorted(other.sites), sorted(first.sites)),
+        ):
+            if mine != theirs:
+                raise SelectionError(f"methods {names[0]} and {name} differ in {what}: {theirs} vs {mine}")
+    rows = []
+    for site in sorted(first.sites) if first else []:
+        sets = {name: domain_sets(selection, site) for name, selection in selections.items()}
+        for domain in [*first.domains, ANY]:
+            for a, b in combinations(names, 2):
+                left, right = sets[a][domain], sets[b][domain]
+                rows.append(
+                    {
+                        "model": first.model,
+                        "site": site,
+                        "domain": domain,
+                        "method": a,
+                        "other_method": b,
+                        "count": len(left & right),
+                        "count_a": len(left),
+                        "count_b": len(right),
+                        "jaccard": jaccard(left, right),
+                    }
+                )
+    return pd.DataFrame(rows, columns=METHOD_COLUMNS).astype({c: "Int64" for c in ("count", "count_a", "count_b")})

@@ -28,12 +28,12 @@ import pandas as pd
 import torch
 
 from .counts import SCOPES, Counts
-from .defaults import SELECTION
+from .defaults import SELECTION, SELECTION_METHODS
 from .errors import MmneuronError
 
 log = logging.getLogger(__name__)
 
-METHOD = "dape"
+METHOD = "dape"  # this module's rule; the other selectors (mmneuron.selectors) fill the same containers
 
 
 class SelectionError(MmneuronError):
@@ -45,19 +45,23 @@ Neuron = tuple[int, int]
 
 @dataclass
 class SiteSelection:
-    """One site's selection. The tensors are present after :func:`select`, not after loading JSON."""
+    """One site's selection. The tensors are present after :func:`select`, not after loading JSON.
+
+    ``tau``, ``tau_assign``, ``candidates`` and ``entropy_cutoff`` are DAPE's (None for another
+    method, whose own per-site values, its ``shortfall`` among them, are in ``details``)."""
 
     layers: int
     width: int
     scope: str
     inert_layers: list[int]
-    tau: float
-    tau_assign: float
-    candidates: int
     k: int
-    entropy_cutoff: float | None  # DAPE of the last neuron taken; None when none was
     by_domain: dict[str, list[Neuron]]
-    unassigned: list[Neuron]  # selected, but above tau' in no domain (only if assign_rate > filter_rate)
+    unassigned: list[Neuron] = field(default_factory=list)  # DAPE: selected, above tau' in no domain
+    tau: float | None = None
+    tau_assign: float | None = None
+    candidates: int | None = None
+    entropy_cutoff: float | None = None  # DAPE of the last neuron taken; None when none was
+    details: dict = field(default_factory=dict)
     probabilities: torch.Tensor | None = field(default=None, repr=False)  # (domains, layers, width)
     entropy: torch.Tensor | None = field(default=None, repr=False)  # (layers, width)
     candidate_mask: torch.Tensor | None = field(default=None, repr=False)  # (layers, width)
@@ -68,41 +72,55 @@ class SiteSelection:
         return sorted({n for neurons in self.by_domain.values() for n in neurons} | set(self.unassigned))
 
     @property
+    def is_dape(self) -> bool:
+        return self.tau is not None
+
+    @property
     def shortfall(self) -> int:
-        return max(self.k - len(self.selected), 0)
+        """Neurons the rule wanted but could not take (too few passed its filter)."""
+        return max(self.k - len(self.selected), 0) if self.is_dape else int(self.details.get("shortfall", 0))
 
     def to_dict(self) -> dict:
-        return {
+        common = {
             "layers": self.layers,
             "width": self.width,
             "scope": self.scope,
             "inert_layers": list(self.inert_layers),
-            "tau": self.tau,
-            "tau_assign": self.tau_assign,
-            "candidates": self.candidates,
             "k": self.k,
             "selected": len(self.selected),
             "shortfall": self.shortfall,
-            "entropy_cutoff": self.entropy_cutoff,
             "by_domain": {d: [list(n) for n in neurons] for d, neurons in self.by_domain.items()},
             "unassigned": [list(n) for n in self.unassigned],
         }
+        if not self.is_dape:
+            return {**self.details, **common}
+        dape_values = {"tau": self.tau, "tau_assign": self.tau_assign, "candidates": self.candidates}
+        return {**common, **dape_values, "entropy_cutoff": self.entropy_cutoff}
 
     @classmethod
     def from_dict(cls, data: dict) -> SiteSelection:
         pairs = lambda rows: [(int(layer), int(neuron)) for layer, neuron in rows]  # noqa: E731
+        known = {"layers", "width", "scope", "inert_layers", "k", "selected", "shortfall", "by_domain", "unassigned"}
+        dape_values = {}
+        if "tau" in data:
+            dape_values = {
+                "tau": float(data["tau"]),
+                "tau_assign": float(data["tau_assign"]),
+                "candidates": int(data["candidates"]),
+                "entropy_cutoff": data.get("entropy_cutoff"),
+            }
         return cls(
             layers=int(data["layers"]),
             width=int(data["width"]),
             scope=data["scope"],
             inert_layers=[int(layer) for layer in data["inert_layers"]],
-            tau=float(data["tau"]),
-            tau_assign=float(data["tau_assign"]),
-            candidates=int(data["candidates"]),
             k=int(data["k"]),
-            entropy_cutoff=data.get("entropy_cutoff"),
             by_domain={d: pairs(rows) for d, rows in data["by_domain"].items()},
             unassigned=pairs(data.get("unassigned", [])),
+            details={}
+            if dape_values
+            else {key: value for key, value in data.items() if key not in known - {"shortfall"}},
+            **dape_values,
         )
 
 
@@ -115,11 +133,12 @@ class Selection:
     samples: dict[str, int]
     parameters: dict
     sites: dict[str, SiteSelection]
+    method: str = METHOD
 
     def to_dict(self) -> dict:
         return {
             "model": self.model,
-            "method": METHOD,
+            "method": self.method,
             "parameters": dict(self.parameters),
             "domains": list(self.domains),
             "samples": dict(self.samples),
@@ -146,10 +165,11 @@ class Selection:
             raise SelectionError(f"neurons file not found: {path}") from None
         except json.JSONDecodeError as exc:
             raise SelectionError(f"{path}: not valid JSON ({exc})") from None
-        if data.get("method") != METHOD:
-            raise SelectionError(f"{path}: method is {data.get('method')!r}, expected {METHOD!r}")
+        if data.get("method") not in SELECTION_METHODS:
+            raise SelectionError(f"{path}: method is {data.get('method')!r}, expected one of {list(SELECTION_METHODS)}")
         try:
             return cls(
+                method=data["method"],
                 model=data["model"],
                 domains=list(data["domains"]),
                 samples={d: int(n) for d, n in data["samples"].items()},
@@ -270,7 +290,7 @@ def stack_probabilities(
                     f"counts of domains '{domain}' ({other.source}) and '{domains[0]}' ({first.source}) "
                     f"differ in {what}: {mine} vs {theirs}"
                 )
-    scopes = {site: scope if (site, scope) in first.active else "all" for site in sorted(first.sites)}
+    scopes = {site: first.scope_for(site, scope) for site in sorted(first.sites)}
     stacked = {
         site: torch.stack([by_domain[d].site_probabilities(site, used) for d in domains])
         for site, used in scopes.items()

@@ -1,11 +1,11 @@
-# Deactivation experiment. A domain's runs (every condition with the domain's own neurons, their random
-# controls, and other domains' neurons for the cross-domain matrix; rules/common.smk) are answered by
-# `ablation.groups` groups of jobs, each over `ablation.shards` shards of the samples (Snakemake's scatter
-# `generation`; a shard is whole batches, so shards gather exactly): every job loads the model once for all
-# the runs of its group. `mmneuron gather-answers` then writes one file per run and domain:
+# Deactivation experiment. A domain's runs per selection method (every condition with the domain's own neurons;
+# for DAPE also their random controls and other domains' neurons for the cross-domain matrix; rules/common.smk)
+# are answered by `ablation.groups` groups of jobs, each over `ablation.shards` shards of the samples
+# (Snakemake's scatter `generation`; a shard is whole batches, so shards gather exactly): every job loads the
+# model once for all the runs of its group. `mmneuron gather-answers` then writes one file per run and domain:
 #
-#   results/{model}/ablation/jobs/{domain}/group{g}.{i}-of-{n}.jsonl   one job's answers (every run of the group)
-#   results/{model}/ablation/answers/{domain}/{condition}/{variant}.jsonl   one run's answers
+#   results/{model}/ablation/jobs/{method}/{domain}/group{g}.{i}-of-{n}.jsonl   one job's answers (the group's runs)
+#   results/{model}/ablation/answers/{method}/{domain}/{condition}/{variant}.jsonl   one run's answers
 
 ABLATION = config["ablation"]
 EVALUATION = config["evaluation"]
@@ -14,13 +14,14 @@ EVALUATION = config["evaluation"]
 rule ablate:
     input:
         model=model_files,
-        neurons="results/{model}/neurons.json",
+        neurons=neurons_file,
         data="data/{domain}/eval.parquet",
     output:
-        "results/{model}/ablation/jobs/{domain}/group{group}.{scatteritem}.jsonl",
+        "results/{model}/ablation/jobs/{method}/{domain}/group{group}.{scatteritem}.jsonl",
     log:
-        "logs/ablation/{model}/{domain}/group{group}.{scatteritem}.log",
+        "logs/ablation/{model}/{method}/{domain}/group{group}.{scatteritem}.log",
     wildcard_constraints:
+        method=r"[^/]+",
         domain=r"[^/]+",
         group=r"\d+",
     conda:
@@ -59,10 +60,11 @@ rule ablation_answers:
     input:
         ablation_jobs,
     output:
-        directory("results/{model}/ablation/answers/{domain}"),
+        directory("results/{model}/ablation/answers/{method}/{domain}"),
     log:
-        "logs/ablation/{model}/{domain}/gather.log",
+        "logs/ablation/{model}/{method}/{domain}/gather.log",
     wildcard_constraints:
+        method=r"[^/]+",
         domain=r"[^/]+",
     conda:
         "../envs/mmneuron.yaml"
@@ -72,7 +74,7 @@ rule ablation_answers:
 
 rule score_ablation:
     input:
-        expand("results/{{model}}/ablation/answers/{domain}", domain=DOMAINS),
+        expand("results/{{model}}/ablation/answers/{method}/{domain}", method=METHODS, domain=DOMAINS),
     output:
         scores="results/{model}/ablation/scores.csv",
         random="results/{model}/ablation/scores_random.csv",

@@ -81,15 +81,57 @@ def extraction_shard(wildcards):
     return f"--shard {(HALF_INDEX[wildcards.half] - 1) * count + index}/{2 * count}"
 
 
-# Deactivation experiment (rules/ablation.smk): a domain's runs (condition/variant: `own` for its own neurons,
-# `random{seed}` for a random control, `from_{source}` for another domain's) in `ablation.groups` groups; one
-# job per (group, shard) loads the model once and answers every run of its group.
+# The selector bake-off (rules/neurons.smk): DAPE's neuron sets are results/{model}/neurons.json, which every
+# stage reads; each other method of `selection.methods` has results/{model}/neurons/{method}.json.
+METHODS = config["selection"]["methods"]
+OTHER_METHODS = [method for method in METHODS if method != "dape"]
+
+
+def neurons_path(model, method):
+    """The neuron file of `method` for `model`."""
+    return f"results/{model}/neurons.json" if method == "dape" else f"results/{model}/neurons/{method}.json"
+
+
+def neurons_file(wildcards):
+    return neurons_path(wildcards.model, wildcards.method)
+
+
+# MINER's weights and the seed are params only of the commands that run a MINER strategy or the random method.
+MINER_WEIGHTS = options("--miner-weights", [f"{k}={v}" for k, v in config["selection"]["miner_weights"].items()])
+
+
+def miner_weights(methods):
+    return MINER_WEIGHTS if any(method.startswith("miner_") for method in methods) else ""
+
+
+def random_seed(methods):
+    return option("--seed", config["seed"]) if "random" in methods else ""
+
+
+def extraction_shards(wildcards):
+    """Every domain's extraction shards, half a's then half b's, in order (the sample-count curve's input)."""
+    stem = f"results/{wildcards.model}/counts/shards"
+    return [
+        path
+        for domain in DOMAINS
+        for half in HALF_INDEX
+        for path in gather.extraction(f"{stem}/{domain}.half{half}.{{scatteritem}}.safetensors")
+    ]
+
+
+# Deactivation experiment (rules/ablation.smk): a domain's runs per method (condition/variant: `own` for its own
+# neurons, `random{seed}` for a random control, `from_{source}` for another domain's) in `ablation.groups`
+# groups; one job per (method, group, shard) loads the model once and answers every run of its group. DAPE's
+# runs hold `none` (every method's baseline: it deactivates nothing), the random controls and the cross-domain
+# runs; another method's are every other condition with its own sets.
 ABLATION_GROUPS = config["ablation"]["groups"]
 
 
-def domain_runs(domain):
-    """Every run evaluated on `domain`, in a fixed order."""
+def domain_runs(domain, method="dape"):
+    """Every run of `method` evaluated on `domain`, in a fixed order."""
     ablation = config["ablation"]
+    if method != "dape":
+        return [f"{condition}/own" for condition in ablation["conditions"] if condition != "none"]
     runs = []
     for condition in ablation["conditions"]:
         runs.append(f"{condition}/own")
@@ -102,22 +144,22 @@ def domain_runs(domain):
 
 def group_runs(wildcards):
     """The runs of group g of a domain: the g-th of `ablation.groups` contiguous blocks (never empty)."""
-    runs = domain_runs(wildcards.domain)
+    runs = domain_runs(wildcards.domain, wildcards.method)
     groups = min(ABLATION_GROUPS, len(runs))
     group = int(wildcards.group)
     return runs[(group - 1) * len(runs) // groups : group * len(runs) // groups]
 
 
-def domain_groups(domain):
-    return range(1, min(ABLATION_GROUPS, len(domain_runs(domain))) + 1)
+def domain_groups(domain, method):
+    return range(1, min(ABLATION_GROUPS, len(domain_runs(domain, method))) + 1)
 
 
 def ablation_jobs(wildcards):
-    """Every answers file of a domain's ablation jobs: each group's shards, in order."""
-    stem = f"results/{wildcards.model}/ablation/jobs/{wildcards.domain}"
+    """Every answers file of a method's ablation jobs on a domain: each group's shards, in order."""
+    stem = f"results/{wildcards.model}/ablation/jobs/{wildcards.method}/{wildcards.domain}"
     return [
         path
-        for group in domain_groups(wildcards.domain)
+        for group in domain_groups(wildcards.domain, wildcards.method)
         for path in gather.generation(f"{stem}/group{group}.{{scatteritem}}.jsonl")
     ]
 

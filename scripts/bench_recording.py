@@ -6,7 +6,8 @@
 
 Both variants run the same prepared batches (processing is not timed); each repeat times all
 batches once per variant, alternating; the table gives the median over repeats and the ratio.
-Recording covers building the position masks, the hooks and the counting.
+Recording covers building the position masks, the hooks and the counting: counts only, or counts
+and the activation moments (sums, sums of squares, maxima).
 """
 
 from __future__ import annotations
@@ -82,19 +83,26 @@ def main() -> None:
         for inputs in batches:
             model(**inputs, **options)
 
-    def recorded():
-        with ActivationRecorder(sites) as recorder:
-            for inputs in batches:
-                recorder.set_masks(position_masks(model, inputs, sites))
-                model(**inputs, **options)
-            recorder.results()
+    def recorded(moments):
+        def step():
+            with ActivationRecorder(sites, moments=moments) as recorder:
+                for inputs in batches:
+                    recorder.set_masks(position_masks(model, inputs, sites))
+                    model(**inputs, **options)
+                recorder.results()
+                if moments:
+                    recorder.moment_results()
 
-    times = {"bare forward": [], "forward + recording": []}
+        return step
+
+    variants = {"bare forward": bare, "+ counts": recorded(False), "+ counts and moments": recorded(True)}
+    times = {variant: [] for variant in variants}
     with torch.inference_mode():
-        bare(), recorded()  # warm-up
+        for step in variants.values():  # warm-up
+            step()
         for _ in range(args.repeats):
-            times["bare forward"].append(_timed(model, bare))
-            times["forward + recording"].append(_timed(model, recorded))
+            for variant, step in variants.items():
+                times[variant].append(_timed(model, step))
 
     positions = sum(int(inputs["attention_mask"].sum()) for inputs in batches)
     print(

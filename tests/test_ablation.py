@@ -21,6 +21,7 @@ from mmneuron.models.inputs import LEFT, InputError, build_prompt, encode
 from mmneuron.models.sites import image_prompt, resolve_sites, site_names
 from mmneuron.models.tiny import build_tiny, save_tiny
 from mmneuron.selection import SelectionError
+from mmneuron.selectors.random import ControlError
 
 PLAIN = Settings(chat=False)  # the tiny models have no chat template
 NEURONS = {
@@ -88,7 +89,7 @@ def test_random_control_matches_per_layer_counts_is_seeded_and_stays_in_the_site
     assert draws[1] != draws[2] and draws[2] != draws[3]
     assert random_control(own, 16, 1, "lm", "lm", "rs", "rs") != draws[1]  # the site is part of the seed
     assert random_control([(0, n) for n in range(16)], 16, 1, "vision") == [(0, n) for n in range(16)]
-    with pytest.raises(ConditionError, match="more neurons"):
+    with pytest.raises(ControlError, match="more neurons"):
         random_control([(0, 1)] * 17, 16, 1, "vision")
 
 

@@ -73,6 +73,18 @@ CASES = {
         ("select --counts {root}/missing.safetensors --out {root}/n.json", "missing.safetensors"),
         ("select --counts {root}/corrupt.safetensors --out {root}/n.json", "corrupt.safetensors"),
         ("select --counts {root}/corrupt.safetensors --out {root}/n.json --top-rate 2", "--top-rate"),
+        ("select --counts {root}/corrupt.safetensors --out {root}/n.json --method nope", "--method"),
+        ("select --counts {root}/corrupt.safetensors --out {root}/n.json --miner-weights mean", "--miner-weights"),
+    ],
+    "compare-methods": [
+        ("compare-methods --neurons dape={root}/missing.json --out {root}/o.csv", "missing.json"),
+        ("compare-methods --neurons margin={root}/neurons.json --out {root}/o.csv", "margin"),
+        ("compare-methods --neurons {root}/neurons.json --out {root}/o.csv", "METHOD=FILE"),
+    ],
+    "sample-curve": [
+        ("sample-curve --shards {root}/missing.safetensors --out {root}/c.csv", "missing.safetensors"),
+        ("sample-curve --shards {root}/corrupt.safetensors --out {root}/c.csv", "corrupt.safetensors"),
+        ("sample-curve --shards {root}/corrupt.safetensors --out {root}/c.csv --max-shards 0", "--max-shards"),
     ],
     "lens": [
         ("lens --model {root}/missing-model --data {root}/rs.parquet --out {root}/l.csv", "missing-model"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -196,3 +197,107 @@ def test_merge_command_reports_refusal(tmp_path, capsys):
     assert main(["merge", *map(str, paths), "--out", str(tmp_path / "all.safetensors")]) == 1
     assert re.fullmatch(r"mmneuron merge: cannot merge .*med.safetensors .*domain differ .*\n", capsys.readouterr().err)
     assert not (tmp_path / "all.safetensors").exists()
+
+
+def _recorded(chunks, source=None) -> Counts:
+    """Counts with moments of a two-layer language site, recorded over ``chunks`` of random outputs."""
+    from torch import nn
+
+    from mmneuron.hooks.record import ActivationRecorder
+    from mmneuron.models.sites import ResolvedSite
+
+    modules = (nn.Identity(), nn.Identity())
+    site = ResolvedSite("lm", "language", 4, (), ("lm.0", "lm.1"), modules)
+    with ActivationRecorder([site]) as recorder:
+        for outputs, image, text in chunks:
+            recorder.set_masks({"language": {"image": image, "text": text}})
+            for module, output in zip(modules, outputs):
+                module(output)
+    sums, squares, maxima = recorder.moment_results()
+    return Counts(
+        "tiny", "ad", {"lm": site.info()}, *recorder.results(), samples=len(chunks), source=source,
+        sums=sums, squares=squares, maxima=maxima,
+    )  # fmt: skip
+
+
+def _random_chunks(seed: int, count: int) -> list:
+    generator = torch.Generator().manual_seed(seed)
+    chunks = []
+    for _ in range(count):
+        real = torch.rand(3, 6, generator=generator) > 0.2
+        image = torch.rand(3, 6, generator=generator) > 0.5
+        # bfloat16 outputs, as a GPU model gives: float64 sums of them are exact but for rounding order
+        outputs = [(3 * torch.randn(3, 6, 4, generator=generator)).bfloat16() for _ in range(2)]
+        chunks.append((outputs, real & image, real & ~image))
+    return chunks
+
+
+def test_merged_shards_equal_a_single_pass(tmp_path):
+    chunks = _random_chunks(0, 5)
+    single = _recorded(chunks)
+    shards = [_recorded(chunks[:2]), _recorded(chunks[2:])]
+    merged = merge([Counts.load(shard.save(tmp_path / f"s{i}.safetensors")) for i, shard in enumerate(shards)])
+    assert merged.has_moments and merged.keys == single.keys
+    for key in single.keys:
+        assert torch.equal(merged.active[key], single.active[key])
+        assert torch.equal(merged.tokens[key], single.tokens[key])
+        assert torch.equal(merged.maxima[key], single.maxima[key])
+        assert torch.allclose(merged.sums[key], single.sums[key], rtol=1e-12, atol=1e-12)
+        assert torch.allclose(merged.squares[key], single.squares[key], rtol=1e-12, atol=1e-12)
+    # the derived statistics against the values themselves
+    values = torch.cat([torch.stack(outputs)[:, image | text].double() for outputs, image, text in chunks], 1)
+    assert torch.allclose(merged.site_means("lm"), values.mean(1))
+    assert torch.allclose(merged.site_variances("lm"), values.var(1, correction=0))
+    assert torch.equal(merged.site_maxima("lm"), values.amax(1))
+
+
+def test_moments_round_trip_as_float64(tmp_path):
+    counts = _recorded(_random_chunks(1, 2))
+    path = counts.save(tmp_path / "c.safetensors")
+    loaded = Counts.load(path)
+    for mine, theirs in ((loaded.sums, counts.sums), (loaded.squares, counts.squares), (loaded.maxima, counts.maxima)):
+        assert all(torch.equal(mine[key], theirs[key]) and mine[key].dtype == torch.float64 for key in counts.keys)
+    assert counts.save(tmp_path / "d.safetensors").read_bytes() == path.read_bytes()
+
+
+def test_a_file_without_moments_still_selects_by_dape(tmp_path):
+    from mmneuron.selection import select
+
+    # written the old way: counts tensors only, with safetensors' own writer
+    fresh = [make_counts("ad"), make_counts("med")]
+    fresh[1].active = {key: fresh[1].tokens[key].unsqueeze(1) - active for key, active in fresh[1].active.items()}
+    paths = []
+    for old in fresh:
+        domain = old.domain
+        tensors = {f"{s}/{c}/{kind}": getattr(old, kind)[s, c] for s, c in old.keys for kind in ("active", "tokens")}
+        meta = {"model": "tiny", "domain": domain, "samples": "5", "skipped": "[]", "settings": "{}", "versions": "{}"}
+        paths.append(tmp_path / f"{domain}.safetensors")
+        save_file(tensors, str(paths[-1]), metadata={**meta, "sites": json.dumps(SITES)})
+    loaded = [Counts.load(path) for path in paths]
+    assert not any(c.has_moments for c in loaded)
+    rates = {"top_rate": 0.5, "filter_rate": 0.5}
+    expected = select(fresh, **rates).to_dict()["sites"]
+    assert expected["lm"]["selected"] > 0 and select(loaded, **rates).to_dict()["sites"] == expected
+    with pytest.raises(CountsError, match=r"ad.safetensors: holds counts only, no activation moments"):
+        loaded[0].site_means("lm")
+    with pytest.raises(CountsError, match="with and without activation moments"):
+        recorded = _recorded(_random_chunks(2, 1))
+        merge([recorded, dataclasses.replace(recorded, sums=None, squares=None, maxima=None)])
+
+
+def test_mean_activations_pool_the_domains_positions():
+    from mmneuron.counts import mean_activations
+
+    parts = {}
+    for domain, seed in (("ad", 3), ("med", 4), ("rs", 5)):
+        chunks = _random_chunks(seed, 2)
+        parts[domain] = (_recorded(chunks), chunks)
+        parts[domain][0].domain = domain
+    counts = [c for c, _ in parts.values()]
+    for domains, scope in ((["ad", "rs"], "image"), (None, "all")):
+        chosen = [chunks for d, (_, chunks) in parts.items() if domains is None or d in domains]
+        picked = [torch.stack(o)[:, i if scope == "image" else i | t] for chunks in chosen for o, i, t in chunks]
+        expected = torch.cat([v.double() for v in picked], 1).mean(1)
+        assert torch.allclose(mean_activations(counts, scope, domains)["lm"], expected)
+    with pytest.raises(CountsError, match=r"no counts for domain\(s\) \['doc'\]"):
+        mean_activations(counts, "all", ["ad", "doc"])

@@ -79,8 +79,11 @@ def test_chunked_counting_is_exact(monkeypatch):
             recorder.set_masks({"language": {"image": real & image, "text": real & ~image}})
             for module in site.modules:
                 module(output)
-        results.append(recorder.results())
+        results.append((*recorder.results(), *recorder.moment_results()))
     assert all(torch.equal(results[0][0][key], results[1][0][key]) for key in results[0][0])
+    for whole, chunked in zip(results[0][2:], results[1][2:]):  # float64 sums in another order; maxima exact
+        assert all(torch.allclose(whole[key], chunked[key], rtol=1e-12, atol=1e-12) for key in whole)
+    assert all(torch.equal(results[0][4][key], results[1][4][key]) for key in results[0][4])
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +159,57 @@ def test_bad_masks_and_uneven_layers_are_refused():
             site.modules[1](torch.ones(2, 3))
     with pytest.raises(RecordingError, match=r"site 'lm': its layers ran different numbers of times: \[1, 0\]"):
         recorder.results()
+
+
+def _record(site, chunks, moments=True):
+    """Record ``chunks`` of (outputs per layer, image mask, text mask) with one recorder."""
+    with ActivationRecorder([site], moments=moments) as recorder:
+        for outputs, image, text in chunks:
+            recorder.set_masks({"language": {"image": image, "text": text}})
+            for module, output in zip(site.modules, outputs):
+                module(output)
+    return recorder
+
+
+def _chunks(seed, shapes, width, layers=2):
+    generator = torch.Generator().manual_seed(seed)
+    chunks = []
+    for batch, length in shapes:
+        real = torch.rand(batch, length, generator=generator) > 0.3
+        image = torch.rand(batch, length, generator=generator) > 0.5
+        outputs = [torch.randn(batch, length, width, generator=generator) for _ in range(layers)]
+        chunks.append((outputs, real & image, real & ~image))
+    return chunks
+
+
+def test_moments_match_a_loop_over_positions():
+    site = _site()
+    chunks = _chunks(2, ((2, 7), (3, 4)), site.width)
+    chunks[0][2][:] = False  # the first chunk has no text positions,
+    chunks[1][2][:] = False  # nor the second: text's maxima stay -inf and its sums 0
+    sums, squares, maxima = _record(site, chunks).moment_results()
+    values = {scope: [[[] for _ in range(site.width)] for _ in range(2)] for scope in ("image", "text", "all")}
+    for outputs, image, text in chunks:
+        for layer, output in enumerate(outputs):
+            for b, t in zip(*torch.nonzero(image | text, as_tuple=True)):
+                for scope in ("image" if image[b, t] else "text", "all"):
+                    for neuron in range(site.width):
+                        values[scope][layer][neuron].append(float(output[b, t, neuron]))
+    for scope, per_layer in values.items():
+        for layer in range(2):
+            for neuron in range(site.width):
+                seen = per_layer[layer][neuron]
+                assert sums["lm", scope][layer, neuron] == pytest.approx(sum(seen), abs=1e-12)
+                assert squares["lm", scope][layer, neuron] == pytest.approx(sum(v * v for v in seen), abs=1e-12)
+                assert maxima["lm", scope][layer, neuron] == (max(seen) if seen else -float("inf"))
+    assert sums["lm", "all"].dtype == torch.float64 and maxima["lm", "all"].dtype == torch.float64
+
+
+def test_counts_only_recording_gives_the_same_counts_and_no_moments():
+    site = _site()
+    chunks = _chunks(3, ((2, 5),), site.width)
+    with_moments, counts_only = _record(site, chunks), _record(site, chunks, moments=False)
+    for mine, theirs in zip(with_moments.results(), counts_only.results()):
+        assert all(torch.equal(mine[key], theirs[key]) for key in mine)
+    with pytest.raises(RecordingError, match="counts only"):
+        counts_only.moment_results()

@@ -20,7 +20,16 @@ REFS = {"s0": ["yes"], "s1": ["no"], "s2": ["2"], "s3": ["red"]}
 
 
 def _run_file(
-    tmp_path, condition, predictions, seed=None, source=None, domain="rs", logliks=None, refs=REFS, metas=None
+    tmp_path,
+    condition,
+    predictions,
+    seed=None,
+    source=None,
+    domain="rs",
+    logliks=None,
+    refs=REFS,
+    metas=None,
+    method=None,
 ):
     control = "domain" if seed is None else "random"
     records = [
@@ -37,10 +46,11 @@ def _run_file(
             "references": refs[sid],
             "reference_loglik": None if logliks is None else logliks[i],
             **({} if metas is None else {"meta": metas[i]}),
+            **({} if method is None else {"method": method}),  # answers written before the bake-off have none
         }
         for i, (sid, pred) in enumerate(zip(refs, predictions))
     ]
-    name = f"{condition}_{seed}_{source}_{domain}.jsonl"
+    name = f"{condition}_{seed}_{source}_{domain}_{method}.jsonl"
     return write_answers(records, tmp_path / name)
 
 
@@ -55,11 +65,13 @@ def test_scores_and_random_controls_by_hand(tmp_path):
         _run_file(tmp_path, "lm", ["yes", "no", "2", "blue"], seed=2, logliks=[-1, -2, -3, -3]),
         _run_file(tmp_path, "lm", ["yes", "no", "2", "red"], source="med"),
         _run_file(tmp_path, "none", ["two"], domain="com", refs={"c0": ["2"] * 3 + ["3"] * 7}),
+        _run_file(tmp_path, "lm", ["no", "no", "2", "blue"], method="margin", logliks=[-1, -3, -3, -2]),
     ]
     table = score_runs(load_runs(files), {"rs": "exact_match", "com": "vqa_accuracy"}, n_boot=200)
     assert tuple(table.columns) == TABLE_COLUMNS
-    assert list(table.columns[:8]) == [
+    assert list(table.columns[:9]) == [
         "model",
+        "method",
         "condition",
         "control",
         "seed",
@@ -69,6 +81,10 @@ def test_scores_and_random_controls_by_hand(tmp_path):
         "metric",
     ]
     assert set(table["subset"]) == {"all"}  # no breakdown asked for
+    margin = table[table["method"] == "margin"].set_index("metric")  # against the one none: 2 of 4 right, not 3
+    assert margin.loc["exact_match"].delta == -0.25 and margin.loc[LOGLIK].delta == pytest.approx(-0.25)
+    assert margin.loc["exact_match"].condition == "lm" and set(table["method"]) == {"dape", "margin"}
+    everything, table = table, table[table["method"] == "dape"]
     rows = table.set_index(["condition", "control", "seed", "source_domain", "domain", "metric"])
     none = rows.loc[("none", "domain", pd.NA, "rs", "rs", "exact_match")]
     assert (none.value, none.n, none.delta) == (0.75, 4, 0.0)
@@ -79,7 +95,7 @@ def test_scores_and_random_controls_by_hand(tmp_path):
     assert rows.loc[("lm", "domain", pd.NA, "med", "rs", "exact_match")].delta == 0.25
     assert rows.loc[("none", "domain", pd.NA, "com", "com", "vqa_accuracy")].value == pytest.approx(0.9)
 
-    summary = summarize_random(table)
+    summary = summarize_random(everything)  # the random controls are DAPE's: margin's own change is not theirs
     assert list(summary.columns[:6]) == ["model", "condition", "source_domain", "domain", "subset", "metric"]
     summary = summary.set_index("metric")
     accuracy = summary.loc["exact_match"]
@@ -267,3 +283,22 @@ def test_a_non_numeric_log_likelihood_names_the_sample(tmp_path):
     path = _run_file(tmp_path, "none", ["yes", "no", "2", "blue"], logliks=[-1.0, "-2", -1.0, -1.0])
     with pytest.raises(AblationError, match=r"m/none/rs, sample s1: reference_loglik is '-2', not a number"):
         score_runs(load_runs([path]), {"rs": "exact_match"})
+
+
+def test_method_runs_get_their_own_figure_and_leave_dapes_alone(tmp_path, monkeypatch):
+    files = [
+        _run_file(tmp_path, "none", ["yes", "no", "2", "red"], logliks=[-1, -1, -1, -1]),
+        _run_file(tmp_path, "lm", ["yes", "no", "2", "blue"], logliks=[-2, -1, -1, -1]),  # DAPE: -0.25
+        _run_file(tmp_path, "lm", ["no", "no", "1", "blue"], method="margin", logliks=[-3, -1, -1, -1]),  # -0.75
+        _run_file(tmp_path, "lm", ["yes", "no", "2", "red"], seed=1, logliks=[-1, -1, -1, -1]),
+    ]
+    table = score_runs(load_runs(files), {"rs": "exact_match"}, n_boot=50)
+    drawn = []
+    draw = ablation_plots._draw
+    monkeypatch.setattr(
+        ablation_plots, "_draw", lambda ax, matrix, *rest: drawn.append(matrix) or draw(ax, matrix, *rest)
+    )
+    paths = plot_all(table, summarize_random(table), tmp_path / "figures")
+    assert drawn[0].tolist() == [[-0.25]]  # the condition heatmap shows DAPE's sets, not margin's
+    names = {path.name for path in paths}
+    assert {"m_methods_scores.png", "m_methods_loglik.png", "m_ablation_scores.png"} <= names

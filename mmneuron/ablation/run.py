@@ -99,6 +99,7 @@ def run_ablation(
             )
         identity = {
             "model": model_name,
+            "method": selection.method,
             "condition": condition.name,
             "control": condition.control,
             "seed": condition.seed,

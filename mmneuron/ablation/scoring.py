@@ -1,6 +1,7 @@
 """Score answers files: the tidy score table with effect sizes, and the random controls' distribution.
 
-Each answers file is one run (model, condition, control, seed, source domain, domain). Every
+Each answers file is one run (model, condition, control, seed, source domain, domain, and the
+selection method of its neuron sets: ``dape`` for answers without one). Every
 sample is scored with its domain's metric (``mmneuron.vqa.metrics`` by name, or ``lingo_judge``);
 when the records carry it, the reference answer's mean log-likelihood is a second metric,
 ``reference_loglik``. The option metrics take the letters of each sample's ``meta["options"]``.
@@ -23,13 +24,15 @@ import pandas as pd
 from mmneuron.ablation.answers import AblationError, read_answers
 from mmneuron.conditions import OWN, RANDOM
 from mmneuron.defaults import LINGO_JUDGE
+from mmneuron.selection import METHOD as DAPE
 from mmneuron.vqa.effects import ALL, SCORE_COLUMNS, score_table, summarize_random_controls
 from mmneuron.vqa.metrics import OPTION_METRICS, MetricError, get_metric, option_letters
 
 LOGLIK = "reference_loglik"
 RUN_FIELDS = ("model", "condition", "control", "seed", "source_domain", "domain")
 RECORD_FIELDS = (*RUN_FIELDS, "sample_id", "question", "prediction", "references")
-TABLE_COLUMNS = (*RUN_FIELDS, *SCORE_COLUMNS[3:])  # domain, then subset, metric, value ...
+# the selection method beside the model (answers written before the bake-off are DAPE's)
+TABLE_COLUMNS = ("model", "method", *RUN_FIELDS[1:], *SCORE_COLUMNS[3:])  # domain, then subset, metric, value ...
 RANDOM_COLUMNS = (
     "model",
     "condition",
@@ -59,15 +62,18 @@ class Run:
     seed: int | None
     source_domain: str
     domain: str
+    method: str = DAPE  # the selector of the neuron sets
 
     @property
     def label(self) -> str:
-        """A condition name unique per run of a model and domain, for the score table's keys."""
+        """A condition name unique per run of a model and domain, for the score table's keys
+        (``none`` is every method's baseline: it deactivates nothing)."""
+        method = "" if self.method == DAPE else f"{self.method}:"
         if self.control == RANDOM:
-            return f"{self.condition}~random{self.seed}~from:{self.source_domain}"
+            return f"{method}{self.condition}~random{self.seed}~from:{self.source_domain}"
         if self.source_domain != self.domain:
-            return f"{self.condition}~from:{self.source_domain}"
-        return self.condition
+            return f"{method}{self.condition}~from:{self.source_domain}"
+        return f"{method}{self.condition}"
 
 
 def _check_record(path: Path, number: int, record: dict) -> None:
@@ -105,7 +111,7 @@ def load_runs(paths: Sequence[str | Path]) -> dict[Run, list[dict]]:
         if not records:
             raise AblationError(f"{path}: no answers")
         _check_records(path, records)
-        found = {Run(*(record[field] for field in RUN_FIELDS)) for record in records}
+        found = {Run(*(record[field] for field in RUN_FIELDS), record.get("method", DAPE)) for record in records}
         if len(found) != 1:
             raise AblationError(f"{path}: records of {len(found)} different runs, expected one per file")
         run = found.pop()
@@ -214,7 +220,7 @@ def score_runs(
         by_label[model, label, domain]
         for model, label, domain in zip(table["model"], table["condition"], table["domain"])
     ]
-    for field in RUN_FIELDS[1:5]:
+    for field in (*RUN_FIELDS[1:5], "method"):
         table[field] = [getattr(run, field) for run in runs_of_rows]
     table["seed"] = table["seed"].astype("Int64")
     return table[list(TABLE_COLUMNS)]
@@ -226,7 +232,7 @@ def summarize_random(table: pd.DataFrame) -> pd.DataFrame:
     ``(1 + #seeds whose change <= own change) / (1 + #seeds)`` (small: the own set hurts more)."""
     keys = ["model", "condition", "source_domain", "domain", "subset", "metric"]
     random = table[table["control"] == RANDOM]
-    own = table[table["control"] == OWN].set_index(keys)["delta"]
+    own = table[(table["control"] == OWN) & (table["method"] == DAPE)].set_index(keys)["delta"]  # the controls' sets
     rows = []
     for key, group in random.groupby(keys, sort=False):
         values = summarize_random_controls(group["value"].to_numpy())

@@ -1,6 +1,7 @@
 """Figures of the deactivation experiment: change against ``none`` per condition and domain, with the
-random controls' range, the same per question type where the table has subsets, and the
-cross-domain matrix."""
+random controls' range, the same per question type where the table has subsets, the cross-domain
+matrix (all of DAPE's sets), and, when several selection methods were run, their changes side by
+side against the random band."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..ablation.scoring import LOGLIK
+from ..ablation.scoring import DAPE, LOGLIK
 from ..conditions import NONE, OWN
 from ..vqa.effects import ALL
 from . import save_figure
@@ -74,9 +75,14 @@ def _plot_changes(rows: pd.DataFrame, controls: pd.DataFrame, column: str, stem,
     return save_figure(fig, stem)
 
 
-def _own(table: pd.DataFrame, model: str) -> pd.DataFrame:
-    """The model's rows with each domain's own neurons deactivated."""
-    return table[(table["model"] == model) & (table["control"] == OWN) & (table["source_domain"] == table["domain"])]
+def _own(table: pd.DataFrame, model: str, method: str = DAPE) -> pd.DataFrame:
+    """The model's rows with each domain's own neurons (of ``method``'s sets) deactivated."""
+    return table[
+        (table["model"] == model)
+        & (table["method"] == method)
+        & (table["control"] == OWN)
+        & (table["source_domain"] == table["domain"])
+    ]
 
 
 def plot_effects(
@@ -113,6 +119,7 @@ def plot_cross_domain(table: pd.DataFrame, model: str, condition: str, stem: str
     the evaluation domain, cells the change of the evaluation domain's metric against ``none``."""
     rows = table[
         (table["model"] == model)
+        & (table["method"] == DAPE)
         & (table["control"] == OWN)
         & (table["condition"] == condition)
         & (table["metric"] != LOGLIK)
@@ -137,6 +144,54 @@ def plot_cross_domain(table: pd.DataFrame, model: str, condition: str, stem: str
     return save_figure(fig, stem)
 
 
+def plot_methods(
+    table: pd.DataFrame, summary: pd.DataFrame, model: str, stem: str | Path, likelihood: bool = False
+) -> list[Path]:
+    """The selector bake-off: per condition, the change against ``none`` of each domain's metric (or
+    the reference log-likelihood) with its 95% interval when each method's own sets are deactivated,
+    one marker per method, over the range of DAPE's random controls (grey band, min to max over
+    seeds). Whole domains only."""
+    rows = table[
+        (table["model"] == model)
+        & (table["control"] == OWN)
+        & (table["source_domain"] == table["domain"])
+        & (table["condition"] != NONE)
+        & (table["subset"] == ALL)
+        & ((table["metric"] == LOGLIK) == likelihood)
+    ]
+    if rows.empty:
+        raise ValueError(f"no method scores of model {model!r} to plot")
+    conditions, domains = list(dict.fromkeys(rows["condition"])), list(dict.fromkeys(rows["domain"]))
+    methods = list(dict.fromkeys(rows["method"]))
+    controls = summary[(summary["model"] == model) & (summary["source_domain"] == summary["domain"])]
+    fig, axes = plt.subplots(
+        1, len(conditions), figsize=(0.9 * len(domains) * len(conditions) + 2.5, 3.4), squeeze=False, sharey=True
+    )
+    step = 0.8 / max(len(methods), 1)
+    for ax, condition in zip(axes[0], conditions):
+        band = controls[(controls["condition"] == condition) & (controls["subset"] == ALL)]
+        band = band[(band["metric"] == LOGLIK) == likelihood].set_index("domain")
+        for x, domain in enumerate(domains):
+            if domain in band.index:
+                low, high = band.loc[domain, "delta_min"], band.loc[domain, "delta_max"]
+                ax.fill_between([x - 0.45, x + 0.45], low, high, color="0.85", lw=0, label="random" if x == 0 else None)
+        for i, method in enumerate(methods):
+            mine = rows[(rows["condition"] == condition) & (rows["method"] == method)].set_index("domain")
+            xs = [x - 0.4 + step * (i + 0.5) for x, d in enumerate(domains) if d in mine.index]
+            deltas = mine.loc[[d for d in domains if d in mine.index]]
+            errors = [deltas["delta"] - deltas["delta_low"], deltas["delta_high"] - deltas["delta"]]
+            ax.errorbar(xs, deltas["delta"], yerr=errors, fmt="o", ms=4, capsize=2, label=method)
+        ax.axhline(0, color="0.4", lw=0.6)
+        ax.set_xticks(range(len(domains)), domains)
+        ax.set_title(f"condition {condition}", fontsize=9)
+    what = "reference log-likelihood" if likelihood else "score"
+    axes[0, 0].set_ylabel(f"change in {what} against none")
+    axes[0, -1].legend(fontsize=7, loc="best")
+    fig.suptitle(f"{model}: each method's own neurons deactivated (95% intervals; grey: DAPE's random controls)")
+    fig.tight_layout()
+    return save_figure(fig, stem)
+
+
 def plot_all(table: pd.DataFrame, summary: pd.DataFrame, folder: str | Path) -> list[Path]:
     """Every figure: per model the score and likelihood heatmaps, a per-subset heatmap for each
     domain scored per question type, and a cross-domain matrix for each condition run with other
@@ -151,7 +206,11 @@ def plot_all(table: pd.DataFrame, summary: pd.DataFrame, folder: str | Path) -> 
         own = _own(table, model)
         for domain in dict.fromkeys(own.loc[own["subset"] != ALL, "domain"]):
             paths += plot_subsets(table, summary, model, domain, folder / f"{model}_ablation_scores_{domain}_subsets")
-        cross = rows[(rows["control"] == OWN) & (rows["source_domain"] != rows["domain"])]
+        cross = rows[(rows["method"] == DAPE) & (rows["control"] == OWN) & (rows["source_domain"] != rows["domain"])]
         for condition in dict.fromkeys(cross["condition"]):
             paths += plot_cross_domain(table, model, condition, folder / f"{model}_cross_domain_{condition}")
+        if rows["method"].nunique() > 1:
+            paths += plot_methods(table, summary, model, folder / f"{model}_methods_scores")
+            if (rows["metric"] == LOGLIK).any():
+                paths += plot_methods(table, summary, model, folder / f"{model}_methods_loglik", likelihood=True)
     return paths

@@ -124,10 +124,10 @@ def plot_dape_histogram(selection: Selection, stem: str | Path, bins: int = 40) 
 
 
 def plot_all(selection: Selection, folder: str | Path) -> list[Path]:
-    """The three figures, written into ``folder``."""
+    """The three figures (the DAPE histogram for a DAPE selection only), written into ``folder``."""
     folder = Path(folder)
     return [
         *plot_layer_distribution(selection, folder / "neuron_layers"),
         *plot_overlap(selection, folder / "neuron_overlap"),
-        *plot_dape_histogram(selection, folder / "dape_histogram"),
+        *(plot_dape_histogram(selection, folder / "dape_histogram") if selection.method == "dape" else []),
     ]
