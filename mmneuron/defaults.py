@@ -27,6 +27,16 @@ class Run:
 
 
 @dataclass(frozen=True)
+class ModelLoading:
+    """How one entry of the config's ``models`` is loaded (besides its ``path``)."""
+
+    dtype: str | None = None  # None: the run's dtype
+    device_map: str | None = None  # None: the whole model on the run's device
+    attn_implementation: str | None = None  # None: transformers' choice
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
 class Data:
     source: str = "synthetic"
     image_size: int = 64
@@ -125,6 +135,7 @@ class Perturbation:
 
 
 RUN = Run()
+MODEL_LOADING = ModelLoading()
 DATA = Data()
 DEMO_MODEL = DemoModel()
 EXTRACTION = Extraction()

@@ -8,6 +8,8 @@
 # `flat_tolerance` are both 0.05; `min_rise: 0.1` would leave the recorded set {0.05, 0.1} as it was.
 import shlex
 
+import yaml
+
 DOMAINS = config["domains"]
 MODELS = list(config["models"])
 
@@ -33,9 +35,39 @@ def key_values(flag, mapping):
     return options(flag, [f"{domain}={mapping[domain]}" for domain in DOMAINS if mapping.get(domain) is not None])
 
 
+# Each model's settings with the schema's defaults filled in (validation fills only fixed keys, not the
+# entries of a mapping such as `models`).
+with open(f"{workflow.basedir}/config/schema.yaml") as _schema:
+    _MODEL_KEYS = yaml.safe_load(_schema)["properties"]["models"]["additionalProperties"]["properties"]
+MODEL_SETTINGS = {
+    name: {key: spec["default"] for key, spec in _MODEL_KEYS.items() if "default" in spec} | entry
+    for name, entry in config["models"].items()
+}
+
+
 def model_path(wildcards):
     """The model folder or Hugging Face id of `wildcards.model` (config `models`)."""
-    return config["models"][wildcards.model]["path"]
+    return MODEL_SETTINGS[wildcards.model]["path"]
+
+
+def model_dtype(wildcards):
+    """`--dtype D`: the model's own dtype, or the run's."""
+    return option("--dtype", MODEL_SETTINGS[wildcards.model]["dtype"] or config["dtype"])
+
+
+def model_device_map(wildcards):
+    """`--device-map M` when the model is placed by a device map, else nothing."""
+    device_map = MODEL_SETTINGS[wildcards.model]["device_map"]
+    return option("--device-map", device_map) if device_map else ""
+
+
+def model_attn_implementation(wildcards):
+    attn = MODEL_SETTINGS[wildcards.model]["attn_implementation"]
+    return option("--attn-implementation", attn) if attn else ""
+
+
+def model_trust_remote_code(wildcards):
+    return switch("--trust-remote-code", MODEL_SETTINGS[wildcards.model]["trust_remote_code"])
 
 
 def model_option(wildcards):
@@ -49,9 +81,9 @@ def model_files(wildcards):
     return [f"{path}/model.safetensors"] if path.startswith("results/models/") else []
 
 
-# Options every model-running command (extract, lens, ablate, perturb) takes.
+# Options every model-running command (extract, lens, ablate, perturb) takes, besides the model's own
+# (model_option, model_dtype, model_device_map, model_attn_implementation, model_trust_remote_code).
 DEVICE = option("--device", config["device"])
-DTYPE = option("--dtype", config["dtype"])
 
 # Model-running jobs ask the scheduler for a GPU only when `gpu: true` (`device: auto` alone does not: it
 # would request one on CPU-only clusters); data, training, selection, merge and scoring jobs never do.

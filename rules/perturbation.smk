@@ -37,9 +37,14 @@ rule perturbation:
         chat=switch("--chat", PERTURBATION_CHAT),
         value=option("--value", config["ablation"]["value"]),
         device=DEVICE,
-        dtype=DTYPE,
+        dtype=model_dtype,
+        device_map=model_device_map,
+        attn_implementation=model_attn_implementation,
+        trust_remote_code=model_trust_remote_code,
     shell:
         "python -m mmneuron perturb {params.model} --name {wildcards.model} --neurons {input.neurons}"
         " --data {input.data} {params.conditions} {params.seeds} --out {output.table} --summary {output.summary}"
         " --figures {output.figures} {params.samples} {params.batch_size} {params.prompt} {params.prompts}"
-        " {params.chat} {params.value} {params.device} {params.dtype} --threads {threads} > {log} 2>&1"
+        " {params.chat} {params.value}"
+        " {params.device} {params.dtype} {params.device_map} {params.attn_implementation} {params.trust_remote_code}"
+        " --threads {threads} > {log} 2>&1"

@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from mmneuron.models import published
+from mmneuron.models.loading import check_supported
 from mmneuron.models.sites import image_prompt, resolve_sites
 
 LLAVA, BLIP = published.PUBLISHED_IDS
@@ -101,3 +102,8 @@ def test_instructblip_gives_32_query_tokens_for_any_image():
                 qformer_attention_mask=encoded["qformer_attention_mask"],
             ).pooler_output
         assert features.shape[1] == _image_tokens(encoded, model) == 32, kind
+
+
+@pytest.mark.parametrize("name", published.PUBLISHED_IDS)
+def test_the_loader_accepts_the_published_model_types(name):
+    check_supported(published.build_config(name), name)  # raises for an unsupported type

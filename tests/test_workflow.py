@@ -88,6 +88,20 @@ def test_model_jobs_take_device_dtype_and_a_gpu_only_when_asked(tmp_path, gpu):
             assert "--dtype" not in block, (rule, block)
 
 
+def test_model_jobs_take_the_models_loading_options(tmp_path):
+    (tmp_path / "overlay.yaml").write_text(
+        "models: {demo: {path: results/models/demo, dtype: float16, device_map: auto,"
+        " attn_implementation: eager, trust_remote_code: true}}\n"
+    )
+    code, printed = snakemake(
+        "--dry-run", "--printshellcmds", "--cores", "2", "--configfile", str(tmp_path / "overlay.yaml"), cwd=tmp_path
+    )
+    assert code == 0, printed
+    for rule, block in planned_jobs(printed):
+        loading = ("--dtype float16", "--device-map auto", "--attn-implementation eager", "--trust-remote-code")
+        assert all((flag in block) == (rule in MODEL_RULES) for flag in loading), (rule, block)
+
+
 @pytest.mark.parametrize("train", [False, True])
 def test_the_demo_model_is_the_shipped_one_unless_training_is_asked(tmp_path, train):
     (tmp_path / "overlay.yaml").write_text(f"demo_model: {{train: {str(train).lower()}}}\n")
@@ -269,6 +283,19 @@ def test_changed_deactivation_value_reruns_ablation_and_perturbation(finished_ru
 def test_changed_dtype_reruns_every_model_job_and_what_follows(finished_run):
     workdir, planned = finished_run[:2]
     jobs, changed = reruns(workdir, *overlay(workdir, "dtype", {"dtype": "float32"}))
+    upstream = {"synthetic_domain", "contact_sheet", "demo_model"}
+    assert jobs == {rule: count for rule, count in planned.items() if rule not in upstream}
+    assert changed == MODEL_RULES
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "setting", [{"attn_implementation": "eager"}, {"trust_remote_code": True}, {"dtype": "float32"}]
+)
+def test_changed_model_loading_reruns_every_model_job_and_what_follows(finished_run, setting):
+    workdir, planned = finished_run[:2]
+    models = {"models": {"demo": {"path": "results/models/demo", **setting}}}
+    jobs, changed = reruns(workdir, *overlay(workdir, next(iter(setting)), models))
     upstream = {"synthetic_domain", "contact_sheet", "demo_model"}
     assert jobs == {rule: count for rule, count in planned.items() if rule not in upstream}
     assert changed == MODEL_RULES
