@@ -41,7 +41,8 @@ include: "rules/perturbation.smk"
 rule all:
     input:
         rules.contact_sheet.output,
-        rules.demo_model.output,
+        # the demo model only when a model runs from it
+        *([rules.demo_model.output] if any(model_files_of(name) for name in MODELS) else []),
         expand("results/{model}/neurons.json", model=MODELS),
         expand("results/{model}/lens/lens.csv", model=MODELS),
         expand("results/{model}/ablation/scores.csv", model=MODELS),

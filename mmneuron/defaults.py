@@ -38,7 +38,8 @@ class ModelLoading:
 
 @dataclass(frozen=True)
 class Data:
-    source: str = "synthetic"
+    source: str = "synthetic"  # of every domain without an entry in `sources`
+    sources: dict = field(default_factory=dict)  # domain -> {source, options} for `mmneuron prepare`
     image_size: int = 64
     sizes: dict = field(default_factory=lambda: {"train": 2000, "stats": 200, "eval": 100})
     contact_sheet_per_domain: int = 6

@@ -6,12 +6,22 @@
 # `0`). With bare values, a swap of two values would go unseen, and so would a change to a value another
 # param holds while the old one stays held too: the lens' `start_fraction` is 0.1 and `min_rise` and
 # `flat_tolerance` are both 0.05; `min_rise: 0.1` would leave the recorded set {0.05, 0.1} as it was.
+import re
 import shlex
 
 import yaml
 
 DOMAINS = config["domains"]
 MODELS = list(config["models"])
+SYNTHETIC_DOMAINS = ("ad", "med", "rs", "com", "doc")  # mmneuron make-data's (mmneuron.defaults.DEMO_DOMAINS)
+# Domains whose samples `mmneuron prepare` draws from a dataset source (data.sources); the others are synthetic.
+SOURCES = {domain: entry for domain, entry in config["data"]["sources"].items() if domain in DOMAINS}
+SYNTHETIC = [domain for domain in DOMAINS if domain not in SOURCES]
+if set(SYNTHETIC) - set(SYNTHETIC_DOMAINS):
+    raise ValueError(
+        f"domains {sorted(set(SYNTHETIC) - set(SYNTHETIC_DOMAINS))} have no entry in data.sources, and only"
+        f" {', '.join(SYNTHETIC_DOMAINS)} can be synthetic"
+    )
 
 
 def option(flag, value):
@@ -28,6 +38,19 @@ def switch(flag, on):
 def options(flag, values):
     """`flag v1 v2 ...`, or nothing when there are no values: a list config value as a param."""
     return " ".join([flag, *map(shlex.quote, map(str, values))]) if values else ""
+
+
+def source_options(wildcards):
+    """The domain's source options (config `data.sources.DOMAIN.options`) as `--name value` flags, in the
+    config's order: `true` is the bare flag, false and null leave it out, and `{split}` in a value becomes
+    the split (`questions: pets/{split}.jsonl`)."""
+    flags = []
+    for name, value in (SOURCES[wildcards.domain].get("options") or {}).items():
+        if value is True:
+            flags.append(f"--{name}")
+        elif value is not False and value is not None:
+            flags.append(option(f"--{name}", str(value).replace("{split}", wildcards.split)))
+    return " ".join(flags)
 
 
 def key_values(flag, mapping):
@@ -75,10 +98,14 @@ def model_option(wildcards):
     return option("--model", model_path(wildcards))
 
 
-def model_files(wildcards):
+def model_files_of(name):
     """A model the workflow builds (under results/models/) is an input; external ones are not."""
-    path = model_path(wildcards).rstrip("/")
+    path = MODEL_SETTINGS[name]["path"].rstrip("/")
     return [f"{path}/model.safetensors"] if path.startswith("results/models/") else []
+
+
+def model_files(wildcards):
+    return model_files_of(wildcards.model)
 
 
 # Options every model-running command (extract, lens, ablate, perturb) takes, besides the model's own
