@@ -40,6 +40,11 @@ def options(flag, values):
     return " ".join([flag, *map(shlex.quote, map(str, values))]) if values else ""
 
 
+def domain_pattern(domains):
+    """A wildcard constraint matching exactly `domains` (none: a pattern matching nothing)."""
+    return "|".join(map(re.escape, domains)) or "(?!)"
+
+
 def source_options(wildcards):
     """The domain's source options (config `data.sources.DOMAIN.options`) as `--name value` flags, in the
     config's order: `true` is the bare flag, false and null leave it out, and `{split}` in a value becomes

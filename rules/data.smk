@@ -5,18 +5,13 @@
 # from its dataset source by `mmneuron prepare`, one job per split (stats and eval).
 
 
-def domain_pattern(domains):
-    """A wildcard constraint matching exactly `domains` (none: a pattern matching nothing)."""
-    return "|".join(map(re.escape, domains)) or "(?!)"
-
-
 rule synthetic_domain:
     output:
         expand("data/{{domain}}/{split}.parquet", split=["train", "stats", "eval"]),
-    wildcard_constraints:
-        domain=domain_pattern(SYNTHETIC),
     log:
         "logs/data/synthetic_{domain}.log",
+    wildcard_constraints:
+        domain=domain_pattern(SYNTHETIC),
     conda:
         "../envs/mmneuron.yaml"
     params:
@@ -31,11 +26,11 @@ rule synthetic_domain:
 rule prepare_domain:
     output:
         "data/{domain}/{split}.parquet",
+    log:
+        "logs/data/prepare_{domain}_{split}.log",
     wildcard_constraints:
         domain=domain_pattern(SOURCES),
         split="stats|eval",
-    log:
-        "logs/data/prepare_{domain}_{split}.log",
     conda:
         "../envs/mmneuron.yaml"
     params:
