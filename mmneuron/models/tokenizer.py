@@ -1,7 +1,10 @@
 """Word-level tokenizers built offline from a known vocabulary (no hub download).
 
 The demo and tiny models need real, saveable tokenizers; a word-level vocabulary over the
-synthetic domains' questions and answers keeps sequences short and training fast.
+synthetic domains' questions and answers keeps sequences short and training fast. A word outside
+the vocabulary (a folder domain's `puppy`) becomes the one ``<unk>`` token: the model sees that a
+word was there, not which. Extraction counts such positions (:func:`unknown_positions`) and
+records the number with the counts, so a domain whose prompts the tokenizer cannot read shows it.
 
 The published models' processors (mmneuron.models.published) need the same kind of tokenizer with
 the special tokens at the published ids (``<image>`` = 32000 for LLaVA-NeXT ...), so that the
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
@@ -109,3 +113,12 @@ def build_bert_style_tokenizer(
         mask_token="[MASK]",
         **kwargs,
     )
+
+
+def unknown_positions(tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> int:
+    """The real (unmasked) positions holding the tokenizer's unknown token; 0 for a tokenizer without one
+    of its own (byte-level BPEs have none; InstructBLIP's names ``</s>``, its BOS, as unknown)."""
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    if unknown is None or unknown in {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}:
+        return 0
+    return int(((input_ids == unknown) & attention_mask.bool()).sum())
