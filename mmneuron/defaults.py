@@ -27,13 +27,14 @@ class Run:
 
 
 @dataclass(frozen=True)
-class ModelLoading:
-    """How one entry of the config's ``models`` is loaded (besides its ``path``)."""
+class Model:
+    """One entry of the config's ``models`` besides its ``path``: how it is loaded, its conditions."""
 
     dtype: str | None = None  # None: the run's dtype
     device_map: str | None = None  # None: the whole model on the run's device
     attn_implementation: str | None = None  # None: transformers' choice
     trust_remote_code: bool = False
+    conditions: list | None = None  # None: the ablation's
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ class Perturbation:
 
 
 RUN = Run()
-MODEL_LOADING = ModelLoading()
+MODEL = Model()
 DATA = Data()
 DEMO_MODEL = DemoModel()
 EXTRACTION = Extraction()

@@ -12,7 +12,8 @@ import shlex
 import yaml
 
 DOMAINS = config["domains"]
-MODELS = list(config["models"])
+# `models: {demo: null}` in an overlay drops a model the config underneath names (mappings merge key by key)
+MODELS = [name for name, entry in config["models"].items() if entry is not None]
 SYNTHETIC_DOMAINS = ("ad", "med", "rs", "com", "doc")  # mmneuron make-data's (mmneuron.defaults.DEMO_DOMAINS)
 # Domains whose samples `mmneuron prepare` draws from a dataset source (data.sources); the others are synthetic.
 SOURCES = {domain: entry for domain, entry in config["data"]["sources"].items() if domain in DOMAINS}
@@ -70,6 +71,7 @@ with open(f"{workflow.basedir}/config/schema.yaml") as _schema:
 MODEL_SETTINGS = {
     name: {key: spec["default"] for key, spec in _MODEL_KEYS.items() if "default" in spec} | entry
     for name, entry in config["models"].items()
+    if entry is not None
 }
 
 
@@ -151,11 +153,17 @@ def extraction_shard(wildcards):
 ABLATION_GROUPS = config["ablation"]["groups"]
 
 
-def domain_runs(domain):
-    """Every run evaluated on `domain`, in a fixed order."""
+def model_conditions(model):
+    """The model's own ablation conditions (`models.NAME.conditions`: the paper's differ by model), or
+    `ablation.conditions`."""
+    return MODEL_SETTINGS[model]["conditions"] or config["ablation"]["conditions"]
+
+
+def domain_runs(model, domain):
+    """Every run of `model` evaluated on `domain`, in a fixed order."""
     ablation = config["ablation"]
     runs = []
-    for condition in ablation["conditions"]:
+    for condition in model_conditions(model):
         runs.append(f"{condition}/own")
         if condition != "none":
             runs += [f"{condition}/random{seed}" for seed in ablation["random_seeds"]]
@@ -166,14 +174,14 @@ def domain_runs(domain):
 
 def group_runs(wildcards):
     """The runs of group g of a domain: the g-th of `ablation.groups` contiguous blocks (never empty)."""
-    runs = domain_runs(wildcards.domain)
+    runs = domain_runs(wildcards.model, wildcards.domain)
     groups = min(ABLATION_GROUPS, len(runs))
     group = int(wildcards.group)
     return runs[(group - 1) * len(runs) // groups : group * len(runs) // groups]
 
 
-def domain_groups(domain):
-    return range(1, min(ABLATION_GROUPS, len(domain_runs(domain))) + 1)
+def domain_groups(model, domain):
+    return range(1, min(ABLATION_GROUPS, len(domain_runs(model, domain))) + 1)
 
 
 def ablation_jobs(wildcards):
@@ -181,7 +189,7 @@ def ablation_jobs(wildcards):
     stem = f"results/{wildcards.model}/ablation/jobs/{wildcards.domain}"
     return [
         path
-        for group in domain_groups(wildcards.domain)
+        for group in domain_groups(wildcards.model, wildcards.domain)
         for path in gather.generation(f"{stem}/group{group}.{{scatteritem}}.jsonl")
     ]
 
@@ -189,7 +197,10 @@ def ablation_jobs(wildcards):
 # Hidden-state perturbation (rules/perturbation.smk): conditions and random seeds default to the
 # ablation's (null); an empty list of seeds means no random controls. The evaluation split takes the
 # evaluation prompts, the statistics split the lens' prompt.
-PERTURBATION_CONDITIONS = config["perturbation"]["conditions"] or config["ablation"]["conditions"]
+def perturbation_conditions(wildcards):
+    return options("--conditions", config["perturbation"]["conditions"] or model_conditions(wildcards.model))
+
+
 PERTURBATION_SEEDS = (
     config["ablation"]["random_seeds"]
     if config["perturbation"]["random_seeds"] is None

@@ -26,7 +26,7 @@ rule perturbation:
     params:
         model=model_option,
         # perturbation.conditions and .random_seeds, or the ablation's where null
-        conditions=options("--conditions", PERTURBATION_CONDITIONS),
+        conditions=perturbation_conditions,
         seeds=options("--random-seeds", PERTURBATION_SEEDS),
         samples=option("--limit", PERTURBATION["samples"]),
         batch_size=option("--batch-size", PERTURBATION["batch_size"]),

@@ -50,7 +50,7 @@ def test_schema_defaults_equal_the_library_defaults(section):
 
 def test_model_entry_defaults_equal_the_library_defaults():
     entry = SCHEMA["properties"]["models"]["additionalProperties"]["properties"]
-    assert {key: spec["default"] for key, spec in entry.items() if key != "path"} == _plain(defaults.MODEL_LOADING)
+    assert {key: spec["default"] for key, spec in entry.items() if key != "path"} == _plain(defaults.MODEL)
 
 
 def _option_defaults(command: str) -> dict:
@@ -66,9 +66,9 @@ def _option_defaults(command: str) -> dict:
         ("extract", "prompt", defaults.EXTRACTION.prompt),
         ("extract", "anyres_padding", defaults.EXTRACTION.anyres_padding),
         ("extract", "dtype", defaults.RUN.dtype),
-        ("extract", "device_map", defaults.MODEL_LOADING.device_map),
-        ("ablate", "attn_implementation", defaults.MODEL_LOADING.attn_implementation),
-        ("perturb", "trust_remote_code", defaults.MODEL_LOADING.trust_remote_code),
+        ("extract", "device_map", defaults.MODEL.device_map),
+        ("ablate", "attn_implementation", defaults.MODEL.attn_implementation),
+        ("perturb", "trust_remote_code", defaults.MODEL.trust_remote_code),
         ("select", "top_rate", defaults.SELECTION.top_rate),
         ("lens", "batch_size", defaults.LENS.batch_size),
         ("lens", "min_rise", defaults.LENS.stages.min_rise),

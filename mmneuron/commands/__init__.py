@@ -10,7 +10,7 @@ import argparse
 import re
 from pathlib import Path
 
-from mmneuron.defaults import MODEL_LOADING, RUN
+from mmneuron.defaults import MODEL, RUN
 from mmneuron.errors import MmneuronError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -74,19 +74,19 @@ def add_model_arguments(parser: argparse.ArgumentParser, name_default: str) -> N
     )
     parser.add_argument(
         "--device-map",
-        default=MODEL_LOADING.device_map,
+        default=MODEL.device_map,
         help="place the model with accelerate's device map (auto, cpu, cuda:0 ...) instead of --device, for a "
         "model that does not fit one device (default: none)",
     )
     parser.add_argument(
         "--attn-implementation",
-        default=MODEL_LOADING.attn_implementation,
+        default=MODEL.attn_implementation,
         help="attention implementation (eager, sdpa, flash_attention_2; default: transformers' choice)",
     )
     parser.add_argument(
         "--trust-remote-code",
         action=argparse.BooleanOptionalAction,
-        default=MODEL_LOADING.trust_remote_code,
+        default=MODEL.trust_remote_code,
         help="let the checkpoint run code from its repository (default: off)",
     )
     parser.add_argument("--threads", type=positive_int, help="CPU threads of torch (default: torch's choice)")
