@@ -35,6 +35,7 @@ class Model:
     attn_implementation: str | None = None  # None: transformers' choice
     trust_remote_code: bool = False
     conditions: list | None = None  # None: the ablation's
+    chat: bool | None = None  # None: the evaluation's
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ rule ablate:
         prompt=lambda wildcards: option(
             "--prompt", EVALUATION["prompts"].get(wildcards.domain, EVALUATION["prompts"]["default"])
         ),
-        chat=switch("--chat", EVALUATION["chat"]),
+        chat=evaluation_chat,
         likelihood=switch("--likelihood", ABLATION["likelihood"]),
         batch_size=option("--batch-size", ABLATION["batch_size"]),
         max_new_tokens=option("--max-new-tokens", ABLATION["max_new_tokens"]),

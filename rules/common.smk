@@ -12,8 +12,7 @@ import shlex
 import yaml
 
 DOMAINS = config["domains"]
-# `models: {demo: null}` in an overlay drops a model the config underneath names (mappings merge key by key)
-MODELS = [name for name, entry in config["models"].items() if entry is not None]
+MODELS = list(config["models"])  # without the ones a config file dropped (`NAME: null`, see the Snakefile)
 SYNTHETIC_DOMAINS = ("ad", "med", "rs", "com", "doc")  # mmneuron make-data's (mmneuron.defaults.DEMO_DOMAINS)
 # Domains whose samples `mmneuron prepare` draws from a dataset source (data.sources); the others are synthetic.
 SOURCES = {domain: entry for domain, entry in config["data"]["sources"].items() if domain in DOMAINS}
@@ -22,6 +21,10 @@ if set(SYNTHETIC) - set(SYNTHETIC_DOMAINS):
     raise ValueError(
         f"domains {sorted(set(SYNTHETIC) - set(SYNTHETIC_DOMAINS))} have no entry in data.sources, and only"
         f" {', '.join(SYNTHETIC_DOMAINS)} can be synthetic"
+    )
+if set(DOMAINS) - set(config["evaluation"]["metrics"]):
+    raise ValueError(
+        f"domains {sorted(set(DOMAINS) - set(config['evaluation']['metrics']))} have no evaluation.metrics entry"
     )
 
 
@@ -44,6 +47,12 @@ def options(flag, values):
 def domain_pattern(domains):
     """A wildcard constraint matching exactly `domains` (none: a pattern matching nothing)."""
     return "|".join(map(re.escape, domains)) or "(?!)"
+
+
+def source_size(wildcards):
+    """Samples of the domain's split: its own `data.sources.DOMAIN.sizes`, or `data.sizes`."""
+    own = SOURCES[wildcards.domain].get("sizes") or {}
+    return own.get(wildcards.split, config["data"]["sizes"][wildcards.split])
 
 
 def source_options(wildcards):
@@ -71,7 +80,6 @@ with open(f"{workflow.basedir}/config/schema.yaml") as _schema:
 MODEL_SETTINGS = {
     name: {key: spec["default"] for key, spec in _MODEL_KEYS.items() if "default" in spec} | entry
     for name, entry in config["models"].items()
-    if entry is not None
 }
 
 
@@ -208,7 +216,18 @@ PERTURBATION_SEEDS = (
 )
 if config["perturbation"]["split"] == "eval":
     PERTURBATION_PROMPTS = config["evaluation"]["prompts"]
-    PERTURBATION_CHAT = config["evaluation"]["chat"]
 else:
     PERTURBATION_PROMPTS = {"default": config["lens"]["prompt"]}
-    PERTURBATION_CHAT = config["lens"]["chat"]
+
+
+def evaluation_chat(wildcards):
+    """`--chat` or `--no-chat` for the evaluation prompts: the model's own setting (`models.NAME.chat`:
+    InstructBLIP has no chat template) or `evaluation.chat`."""
+    chat = MODEL_SETTINGS[wildcards.model]["chat"]
+    return switch("--chat", config["evaluation"]["chat"] if chat is None else chat)
+
+
+def perturbation_chat(wildcards):
+    if config["perturbation"]["split"] == "eval":
+        return evaluation_chat(wildcards)
+    return switch("--chat", config["lens"]["chat"])

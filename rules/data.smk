@@ -35,7 +35,7 @@ rule prepare_domain:
         "../envs/mmneuron.yaml"
     params:
         source=lambda wildcards: option("prepare", SOURCES[wildcards.domain]["source"]),
-        n=lambda wildcards: option("--n", config["data"]["sizes"][wildcards.split]),
+        n=lambda wildcards: option("--n", source_size(wildcards)),
         seed=option("--seed", config["seed"]),
         max_bad_share=option("--max-bad-share", config["extraction"]["max_bad_share"]),
         # one param for all of a source's options: their names vary by source (the whole string is compared)

@@ -34,7 +34,7 @@ rule perturbation:
         # templates' braces as wildcards
         prompt=lambda wildcards: option("--prompt", PERTURBATION_PROMPTS["default"]),
         prompts=lambda wildcards: key_values("--prompts", PERTURBATION_PROMPTS),
-        chat=switch("--chat", PERTURBATION_CHAT),
+        chat=perturbation_chat,
         value=option("--value", config["ablation"]["value"]),
         device=DEVICE,
         dtype=model_dtype,

@@ -132,6 +132,50 @@ def test_a_domain_with_a_source_is_prepared_per_split_in_place_of_the_synthetic_
     assert "data/ad/train.parquet" in train and "data/com/train.parquet" not in train  # synthetic domains only
 
 
+PAPER_MODELS = {
+    "llava_next_7b": "llava-hf/llava-v1.6-vicuna-7b-hf",
+    "instructblip_7b": "Salesforce/instructblip-vicuna-7b",
+}
+PAPER_DOMAINS = ("ad", "med", "rs", "com", "doc")
+
+
+def test_paper_config_plans_every_stage_for_both_models_and_all_five_domains(tmp_path):
+    # no data, no weights: everything the run reads is made by a rule (prepare, then the stages)
+    code, printed = snakemake(
+        "--dry-run", "--printshellcmds", "--cores", "4", "--configfile", str(ROOT / "config/paper.yaml"), cwd=tmp_path
+    )
+    assert code == 0, printed
+    jobs = planned_jobs(printed)
+    outputs = {rule: " ".join(block for name, block in jobs if name == rule) for rule, _ in jobs}
+    assert "demo_model" not in outputs and "synthetic_domain" not in outputs
+    for domain in PAPER_DOMAINS:
+        for split in ("stats", "eval"):
+            assert f"data/{domain}/{split}.parquet" in outputs["prepare_domain"], (domain, split)
+    for model, path in PAPER_MODELS.items():
+        assert f"--model {path}" in outputs["activation_counts_shard"]
+        for rule, target in [
+            ("activation_counts", "results/{model}/counts/{domain}.safetensors"),
+            ("ablation_answers", "results/{model}/ablation/answers/{domain}"),
+        ]:
+            for domain in PAPER_DOMAINS:
+                assert target.format(model=model, domain=domain) in outputs[rule], (rule, model, domain)
+        for rule, target in [
+            ("select_neurons", "neurons.json"),
+            ("logit_lens", "lens/lens.csv"),
+            ("score_ablation", "ablation/scores.csv"),
+            ("perturbation", "perturbation/perturbation.csv"),
+        ]:
+            assert f"results/{model}/{target}" in outputs[rule], (rule, model)
+    ablate = {
+        model: [block for rule, block in jobs if rule == "ablate" and f"--name {model}" in block]
+        for model in PAPER_MODELS
+    }
+    blip, llava = " ".join(ablate["instructblip_7b"]), " ".join(ablate["llava_next_7b"])
+    assert "vision+qformer+query/own" in blip and "projector/own" in llava and "qformer" not in llava  # own conditions
+    assert all("--no-chat" in block for block in ablate["instructblip_7b"])  # no chat template
+    assert all("--no-chat" not in block and "--chat" in block for block in ablate["llava_next_7b"])
+
+
 def test_a_domain_neither_synthetic_nor_sourced_is_refused(tmp_path):
     code, printed = dry_run("--config", "domains=[ad,pets]", cwd=tmp_path)
     assert code != 0
