@@ -347,6 +347,9 @@ def test_the_folder_domain_went_through_every_stage(finished_run):
         assert {sample.domain for sample in samples} == {"pets"}
     counts = Counts.load(workdir / "results/demo/counts/pets.safetensors")
     assert (counts.domain, counts.samples) == ("pets", PETS["stats"])
+    # "puppy" and "kitten" are not the demo tokenizer's words: each shard counts them as unknown tokens
+    shards = sorted((workdir / "results/demo/counts/shards").glob("pets.*.safetensors"))
+    assert shards and all(Counts.load(path).settings["unknown_tokens"] > 0 for path in shards)
     neurons = json.loads((workdir / "results/demo/neurons.json").read_text())
     assert "pets" in neurons["domains"] and neurons["samples"]["pets"] == PETS["stats"]
     answers = [
