@@ -9,8 +9,6 @@
 import re
 import shlex
 
-import yaml
-
 DOMAINS = config["domains"]
 MODELS = list(config["models"])  # without the ones a config file dropped (`NAME: null`, see the Snakefile)
 SYNTHETIC_DOMAINS = ("ad", "med", "rs", "com", "doc")  # mmneuron make-data's (mmneuron.defaults.DEMO_DOMAINS)
@@ -73,14 +71,8 @@ def key_values(flag, mapping):
     return options(flag, [f"{domain}={mapping[domain]}" for domain in DOMAINS if mapping.get(domain) is not None])
 
 
-# Each model's settings with the schema's defaults filled in (validation fills only fixed keys, not the
-# entries of a mapping such as `models`).
-with open(f"{workflow.basedir}/config/schema.yaml") as _schema:
-    _MODEL_KEYS = yaml.safe_load(_schema)["properties"]["models"]["additionalProperties"]["properties"]
-MODEL_SETTINGS = {
-    name: {key: spec["default"] for key, spec in _MODEL_KEYS.items() if "default" in spec} | entry
-    for name, entry in config["models"].items()
-}
+# Each model's settings, with the schema's defaults filled in by the Snakefile's validation.
+MODEL_SETTINGS = config["models"]
 
 
 def model_path(wildcards):
