@@ -12,6 +12,9 @@ min_version("9.0")
 configfile: f"{workflow.basedir}/config/config.yaml"
 
 
+# `models: {NAME: null}` in a config file drops a model that a config underneath names (mappings merge key
+# by key, so it could not be removed otherwise).
+config["models"] = {name: entry for name, entry in config.get("models", {}).items() if entry is not None}
 validate(config, "config/schema.yaml")
 
 # The package is run from this checkout, so rules work in the project venv and in `--use-conda`
@@ -41,7 +44,8 @@ include: "rules/perturbation.smk"
 rule all:
     input:
         rules.contact_sheet.output,
-        rules.demo_model.output,
+        # the demo model only when a model runs from it
+        *([rules.demo_model.output] if any(model_files_of(name) for name in MODELS) else []),
         expand("results/{model}/neurons.json", model=MODELS),
         expand("results/{model}/neurons/{method}.json", model=MODELS, method=OTHER_METHODS),
         expand("results/{model}/neurons/method_overlaps.csv", model=MODELS),

@@ -29,8 +29,21 @@ class Run:
 
 
 @dataclass(frozen=True)
+class Model:
+    """One entry of the config's ``models`` besides its ``path``: how it is loaded, its conditions."""
+
+    dtype: str | None = None  # None: the run's dtype
+    device_map: str | None = None  # None: the whole model on the run's device
+    attn_implementation: str | None = None  # None: transformers' choice
+    trust_remote_code: bool = False
+    conditions: list | None = None  # None: the ablation's
+    chat: bool | None = None  # None: the evaluation's
+
+
+@dataclass(frozen=True)
 class Data:
-    source: str = "synthetic"
+    source: str = "synthetic"  # of every domain without an entry in `sources`
+    sources: dict = field(default_factory=dict)  # domain -> {source, options} for `mmneuron prepare`
     image_size: int = 64
     sizes: dict = field(default_factory=lambda: {"train": 2000, "stats": 200, "eval": 100})
     contact_sheet_per_domain: int = 6
@@ -131,6 +144,7 @@ class Perturbation:
 
 
 RUN = Run()
+MODEL = Model()
 DATA = Data()
 DEMO_MODEL = DemoModel()
 EXTRACTION = Extraction()

@@ -25,6 +25,7 @@ from mmneuron.errors import MmneuronError
 from mmneuron.hooks.record import ActivationRecorder
 from mmneuron.models.inputs import RIGHT, build_prompt, check_template, encode, forward_options, position_masks
 from mmneuron.models.sites import ResolvedSite, resolve_sites
+from mmneuron.models.tokenizer import unknown_positions
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ def extract_counts(
 
     Samples whose image is missing or corrupt are skipped, logged and listed in the result's
     ``skipped``; more than ``max_bad_share`` of the samples bad is an :class:`ExtractionError`
-    (raised as soon as that is certain). ``settings`` are recorded with the extraction's own.
+    (raised as soon as that is certain). ``settings`` are recorded with the extraction's own, and
+    with the number of prompt positions the tokenizer could only read as its unknown token.
     """
     if batch_size < 1:
         raise ExtractionError(f"batch_size must be at least 1, got {batch_size}")
@@ -67,6 +69,7 @@ def extract_counts(
     skipped: list[dict] = []
     batch: list[tuple[str, object]] = []
     counted = 0
+    unknown = 0  # prompt positions holding the tokenizer's unknown token
 
     bar = tqdm(total=len(samples), desc=f"extract {domain}", unit="sample", disable=not progress)
     with torch.inference_mode(), ActivationRecorder(resolved) as recorder, bar:
@@ -81,7 +84,7 @@ def extract_counts(
                 if len(skipped) > allowed_bad:
                     raise ExtractionError(_too_many_bad(skipped, len(samples), max_bad_share)) from None
             if len(batch) == batch_size or (batch and index == len(samples) - 1):
-                _forward(model, processor, recorder, resolved, batch, anyres_padding)
+                unknown += _forward(model, processor, recorder, resolved, batch, anyres_padding)
                 counted += len(batch)
                 bar.update(len(batch))
                 batch = []
@@ -90,6 +93,10 @@ def extract_counts(
     sums, squares, maxima = recorder.moment_results()
     if skipped:
         log.warning("%s: %d of %d samples skipped (bad images)", domain, len(skipped), len(samples))
+    if unknown:
+        log.warning(
+            "%s: %d prompt tokens are the tokenizer's unknown token (words outside its vocabulary)", domain, unknown
+        )
     return Counts(
         model=model_name or getattr(model, "name_or_path", "") or model_type,
         domain=domain,
@@ -106,6 +113,7 @@ def extract_counts(
             "anyres_padding": anyres_padding,
             "dtype": str(model.dtype).removeprefix("torch."),
             "padding": RIGHT,
+            "unknown_tokens": unknown,
             **(settings or {}),
         },
         sums=sums,
@@ -131,8 +139,9 @@ def _too_many_bad(skipped: list[dict], total: int, max_bad_share: float) -> str:
     return f"{len(skipped)} of {total} samples are bad, more than max_bad_share={max_bad_share}: {listed}{more}"
 
 
-def _forward(model, processor, recorder: ActivationRecorder, sites: list[ResolvedSite], batch, anyres_padding) -> None:
+def _forward(model, processor, recorder: ActivationRecorder, sites: list[ResolvedSite], batch, anyres_padding) -> int:
     prompts, images = zip(*batch)
     inputs = encode(model, processor, images, prompts, padding_side=RIGHT).inputs
     recorder.set_masks(position_masks(model, inputs, sites, anyres_padding))
     model(**inputs, **forward_options(model))
+    return unknown_positions(processor.tokenizer, inputs["input_ids"], inputs["attention_mask"])

@@ -38,7 +38,7 @@ rule ablate:
         prompt=lambda wildcards: option(
             "--prompt", EVALUATION["prompts"].get(wildcards.domain, EVALUATION["prompts"]["default"])
         ),
-        chat=switch("--chat", EVALUATION["chat"]),
+        chat=evaluation_chat,
         likelihood=switch("--likelihood", ABLATION["likelihood"]),
         batch_size=option("--batch-size", ABLATION["batch_size"]),
         max_new_tokens=option("--max-new-tokens", ABLATION["max_new_tokens"]),
@@ -47,12 +47,16 @@ rule ablate:
         seed=option("--seed", config["seed"]),
         value=option("--value", ABLATION["value"]),
         device=DEVICE,
-        dtype=DTYPE,
+        dtype=model_dtype,
+        device_map=model_device_map,
+        attn_implementation=model_attn_implementation,
+        trust_remote_code=model_trust_remote_code,
     shell:
         "python -m mmneuron ablate {params.model} --name {wildcards.model} --neurons {input.neurons}"
         " --data {input.data} {params.runs} {params.shard} --out {output}"
         " {params.prompt} {params.chat} {params.likelihood} {params.batch_size} {params.max_new_tokens}"
-        " {params.decoding} {params.temperature} {params.seed} {params.value} {params.device} {params.dtype}"
+        " {params.decoding} {params.temperature} {params.seed} {params.value}"
+        " {params.device} {params.dtype} {params.device_map} {params.attn_implementation} {params.trust_remote_code}"
         " --threads {threads} > {log} 2>&1"
 
 

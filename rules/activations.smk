@@ -38,11 +38,16 @@ rule activation_counts_shard:
         max_bad_share=option("--max-bad-share", EXTRACTION["max_bad_share"]),
         anyres_padding=option("--anyres-padding", EXTRACTION["anyres_padding"]),
         device=DEVICE,
-        dtype=DTYPE,
+        dtype=model_dtype,
+        device_map=model_device_map,
+        attn_implementation=model_attn_implementation,
+        trust_remote_code=model_trust_remote_code,
     shell:
         "python -m mmneuron extract {params.model} --name {wildcards.model} --data {input.data} --out {output}"
         " {params.shard} {params.samples} {params.sites} {params.batch_size} {params.prompt} {params.max_bad_share}"
-        " {params.anyres_padding} {params.device} {params.dtype} --threads {threads} > {log} 2>&1"
+        " {params.anyres_padding}"
+        " {params.device} {params.dtype} {params.device_map} {params.attn_implementation} {params.trust_remote_code}"
+        " --threads {threads} > {log} 2>&1"
 
 
 rule activation_counts_half:

@@ -6,10 +6,24 @@
 # `0`). With bare values, a swap of two values would go unseen, and so would a change to a value another
 # param holds while the old one stays held too: the lens' `start_fraction` is 0.1 and `min_rise` and
 # `flat_tolerance` are both 0.05; `min_rise: 0.1` would leave the recorded set {0.05, 0.1} as it was.
+import re
 import shlex
 
 DOMAINS = config["domains"]
-MODELS = list(config["models"])
+MODELS = list(config["models"])  # without the ones a config file dropped (`NAME: null`, see the Snakefile)
+SYNTHETIC_DOMAINS = ("ad", "med", "rs", "com", "doc")  # mmneuron make-data's (mmneuron.defaults.DEMO_DOMAINS)
+# Domains whose samples `mmneuron prepare` draws from a dataset source (data.sources); the others are synthetic.
+SOURCES = {domain: entry for domain, entry in config["data"]["sources"].items() if domain in DOMAINS}
+SYNTHETIC = [domain for domain in DOMAINS if domain not in SOURCES]
+if set(SYNTHETIC) - set(SYNTHETIC_DOMAINS):
+    raise ValueError(
+        f"domains {sorted(set(SYNTHETIC) - set(SYNTHETIC_DOMAINS))} have no entry in data.sources, and only"
+        f" {', '.join(SYNTHETIC_DOMAINS)} can be synthetic"
+    )
+if set(DOMAINS) - set(config["evaluation"]["metrics"]):
+    raise ValueError(
+        f"domains {sorted(set(DOMAINS) - set(config['evaluation']['metrics']))} have no evaluation.metrics entry"
+    )
 
 
 def option(flag, value):
@@ -28,14 +42,62 @@ def options(flag, values):
     return " ".join([flag, *map(shlex.quote, map(str, values))]) if values else ""
 
 
+def domain_pattern(domains):
+    """A wildcard constraint matching exactly `domains` (none: a pattern matching nothing)."""
+    return "|".join(map(re.escape, domains)) or "(?!)"
+
+
+def source_size(wildcards):
+    """Samples of the domain's split: its own `data.sources.DOMAIN.sizes`, or `data.sizes`."""
+    own = SOURCES[wildcards.domain].get("sizes") or {}
+    return own.get(wildcards.split, config["data"]["sizes"][wildcards.split])
+
+
+def source_options(wildcards):
+    """The domain's source options (config `data.sources.DOMAIN.options`) as `--name value` flags, in the
+    config's order: `true` is the bare flag, false and null leave it out, and `{split}` in a value becomes
+    the split (`questions: pets/{split}.jsonl`)."""
+    flags = []
+    for name, value in (SOURCES[wildcards.domain].get("options") or {}).items():
+        if value is True:
+            flags.append(f"--{name}")
+        elif value is not False and value is not None:
+            flags.append(option(f"--{name}", str(value).replace("{split}", wildcards.split)))
+    return " ".join(flags)
+
+
 def key_values(flag, mapping):
     """`flag k1=v1 k2=v2 ...` over the configured domains with a value, or nothing: a per-domain config dict."""
     return options(flag, [f"{domain}={mapping[domain]}" for domain in DOMAINS if mapping.get(domain) is not None])
 
 
+# Each model's settings, with the schema's defaults filled in by the Snakefile's validation.
+MODEL_SETTINGS = config["models"]
+
+
 def model_path(wildcards):
     """The model folder or Hugging Face id of `wildcards.model` (config `models`)."""
-    return config["models"][wildcards.model]["path"]
+    return MODEL_SETTINGS[wildcards.model]["path"]
+
+
+def model_dtype(wildcards):
+    """`--dtype D`: the model's own dtype, or the run's."""
+    return option("--dtype", MODEL_SETTINGS[wildcards.model]["dtype"] or config["dtype"])
+
+
+def model_device_map(wildcards):
+    """`--device-map M` when the model is placed by a device map, else nothing."""
+    device_map = MODEL_SETTINGS[wildcards.model]["device_map"]
+    return option("--device-map", device_map) if device_map else ""
+
+
+def model_attn_implementation(wildcards):
+    attn = MODEL_SETTINGS[wildcards.model]["attn_implementation"]
+    return option("--attn-implementation", attn) if attn else ""
+
+
+def model_trust_remote_code(wildcards):
+    return switch("--trust-remote-code", MODEL_SETTINGS[wildcards.model]["trust_remote_code"])
 
 
 def model_option(wildcards):
@@ -43,15 +105,19 @@ def model_option(wildcards):
     return option("--model", model_path(wildcards))
 
 
-def model_files(wildcards):
+def model_files_of(name):
     """A model the workflow builds (under results/models/) is an input; external ones are not."""
-    path = model_path(wildcards).rstrip("/")
+    path = MODEL_SETTINGS[name]["path"].rstrip("/")
     return [f"{path}/model.safetensors"] if path.startswith("results/models/") else []
 
 
-# Options every model-running command (extract, lens, ablate, perturb) takes.
+def model_files(wildcards):
+    return model_files_of(wildcards.model)
+
+
+# Options every model-running command (extract, lens, ablate, perturb) takes, besides the model's own
+# (model_option, model_dtype, model_device_map, model_attn_implementation, model_trust_remote_code).
 DEVICE = option("--device", config["device"])
-DTYPE = option("--dtype", config["dtype"])
 
 # Model-running jobs ask the scheduler for a GPU only when `gpu: true` (`device: auto` alone does not: it
 # would request one on CPU-only clusters); data, training, selection, merge and scoring jobs never do.
@@ -127,13 +193,19 @@ def extraction_shards(wildcards):
 ABLATION_GROUPS = config["ablation"]["groups"]
 
 
-def domain_runs(domain, method="dape"):
-    """Every run of `method` evaluated on `domain`, in a fixed order."""
+def model_conditions(model):
+    """The model's own ablation conditions (`models.NAME.conditions`: the paper's differ by model), or
+    `ablation.conditions`."""
+    return MODEL_SETTINGS[model]["conditions"] or config["ablation"]["conditions"]
+
+
+def domain_runs(model, domain, method="dape"):
+    """Every run of `method` for `model` evaluated on `domain`, in a fixed order."""
     ablation = config["ablation"]
     if method != "dape":
-        return [f"{condition}/own" for condition in ablation["conditions"] if condition != "none"]
+        return [f"{condition}/own" for condition in model_conditions(model) if condition != "none"]
     runs = []
-    for condition in ablation["conditions"]:
+    for condition in model_conditions(model):
         runs.append(f"{condition}/own")
         if condition != "none":
             runs += [f"{condition}/random{seed}" for seed in ablation["random_seeds"]]
@@ -144,14 +216,14 @@ def domain_runs(domain, method="dape"):
 
 def group_runs(wildcards):
     """The runs of group g of a domain: the g-th of `ablation.groups` contiguous blocks (never empty)."""
-    runs = domain_runs(wildcards.domain, wildcards.method)
+    runs = domain_runs(wildcards.model, wildcards.domain, wildcards.method)
     groups = min(ABLATION_GROUPS, len(runs))
     group = int(wildcards.group)
     return runs[(group - 1) * len(runs) // groups : group * len(runs) // groups]
 
 
-def domain_groups(domain, method):
-    return range(1, min(ABLATION_GROUPS, len(domain_runs(domain, method))) + 1)
+def domain_groups(model, domain, method):
+    return range(1, min(ABLATION_GROUPS, len(domain_runs(model, domain, method))) + 1)
 
 
 def ablation_jobs(wildcards):
@@ -159,7 +231,7 @@ def ablation_jobs(wildcards):
     stem = f"results/{wildcards.model}/ablation/jobs/{wildcards.method}/{wildcards.domain}"
     return [
         path
-        for group in domain_groups(wildcards.domain, wildcards.method)
+        for group in domain_groups(wildcards.model, wildcards.domain, wildcards.method)
         for path in gather.generation(f"{stem}/group{group}.{{scatteritem}}.jsonl")
     ]
 
@@ -167,7 +239,10 @@ def ablation_jobs(wildcards):
 # Hidden-state perturbation (rules/perturbation.smk): conditions and random seeds default to the
 # ablation's (null); an empty list of seeds means no random controls. The evaluation split takes the
 # evaluation prompts, the statistics split the lens' prompt.
-PERTURBATION_CONDITIONS = config["perturbation"]["conditions"] or config["ablation"]["conditions"]
+def perturbation_conditions(wildcards):
+    return options("--conditions", config["perturbation"]["conditions"] or model_conditions(wildcards.model))
+
+
 PERTURBATION_SEEDS = (
     config["ablation"]["random_seeds"]
     if config["perturbation"]["random_seeds"] is None
@@ -175,7 +250,18 @@ PERTURBATION_SEEDS = (
 )
 if config["perturbation"]["split"] == "eval":
     PERTURBATION_PROMPTS = config["evaluation"]["prompts"]
-    PERTURBATION_CHAT = config["evaluation"]["chat"]
 else:
     PERTURBATION_PROMPTS = {"default": config["lens"]["prompt"]}
-    PERTURBATION_CHAT = config["lens"]["chat"]
+
+
+def evaluation_chat(wildcards):
+    """`--chat` or `--no-chat` for the evaluation prompts: the model's own setting (`models.NAME.chat`:
+    InstructBLIP has no chat template) or `evaluation.chat`."""
+    chat = MODEL_SETTINGS[wildcards.model]["chat"]
+    return switch("--chat", config["evaluation"]["chat"] if chat is None else chat)
+
+
+def perturbation_chat(wildcards):
+    if config["perturbation"]["split"] == "eval":
+        return evaluation_chat(wildcards)
+    return switch("--chat", config["lens"]["chat"])

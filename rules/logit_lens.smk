@@ -33,10 +33,14 @@ rule logit_lens:
         min_rise=option("--min-rise", LENS["stages"]["min_rise"]),
         flat_tolerance=option("--flat-tolerance", LENS["stages"]["flat_tolerance"]),
         device=DEVICE,
-        dtype=DTYPE,
+        dtype=model_dtype,
+        device_map=model_device_map,
+        attn_implementation=model_attn_implementation,
+        trust_remote_code=model_trust_remote_code,
     shell:
         "python -m mmneuron lens {params.model} --name {wildcards.model} --data {input.data}"
         " --out {output.table} --stages {output.stages} --examples {output.examples} --figures {output.figures}"
         " {params.samples} {params.batch_size} {params.chunk_size} {params.prompt} {params.chat}"
-        " {params.start_fraction} {params.min_rise} {params.flat_tolerance} {params.device} {params.dtype}"
+        " {params.start_fraction} {params.min_rise} {params.flat_tolerance}"
+        " {params.device} {params.dtype} {params.device_map} {params.attn_implementation} {params.trust_remote_code}"
         " > {log} 2>&1"

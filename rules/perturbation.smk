@@ -26,7 +26,7 @@ rule perturbation:
     params:
         model=model_option,
         # perturbation.conditions and .random_seeds, or the ablation's where null
-        conditions=options("--conditions", PERTURBATION_CONDITIONS),
+        conditions=perturbation_conditions,
         seeds=options("--random-seeds", PERTURBATION_SEEDS),
         samples=option("--limit", PERTURBATION["samples"]),
         batch_size=option("--batch-size", PERTURBATION["batch_size"]),
@@ -34,12 +34,17 @@ rule perturbation:
         # templates' braces as wildcards
         prompt=lambda wildcards: option("--prompt", PERTURBATION_PROMPTS["default"]),
         prompts=lambda wildcards: key_values("--prompts", PERTURBATION_PROMPTS),
-        chat=switch("--chat", PERTURBATION_CHAT),
+        chat=perturbation_chat,
         value=option("--value", config["ablation"]["value"]),
         device=DEVICE,
-        dtype=DTYPE,
+        dtype=model_dtype,
+        device_map=model_device_map,
+        attn_implementation=model_attn_implementation,
+        trust_remote_code=model_trust_remote_code,
     shell:
         "python -m mmneuron perturb {params.model} --name {wildcards.model} --neurons {input.neurons}"
         " --data {input.data} {params.conditions} {params.seeds} --out {output.table} --summary {output.summary}"
         " --figures {output.figures} {params.samples} {params.batch_size} {params.prompt} {params.prompts}"
-        " {params.chat} {params.value} {params.device} {params.dtype} --threads {threads} > {log} 2>&1"
+        " {params.chat} {params.value}"
+        " {params.device} {params.dtype} {params.device_map} {params.attn_implementation} {params.trust_remote_code}"
+        " --threads {threads} > {log} 2>&1"

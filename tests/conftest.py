@@ -2,6 +2,7 @@
 (tests/workflow/config.yaml), done once per session for the tests that read it (tests/test_workflow.py: what
 a config change reruns; tests/test_slurm.py: the same run through SLURM gives the same results)."""
 
+import json
 import os
 import re
 import shutil
@@ -65,6 +66,30 @@ def job_stats(printed):
 SMALL_RUN_CORES = ("--cores", "2", "--max-threads", "1")
 
 
+# The small run's own domain `pets` (tests/workflow/config.yaml: the `folder` source): a folder of images and
+# a JSONL of questions per split, as a user would bring them. Some words are unknown to the demo model's
+# tokenizer (`puppy`, `kitten`): they go in as <unk> and are counted.
+PETS = {"stats": 8, "eval": 6}
+PET_COLOURS = {"red": (200, 30, 30), "green": (30, 170, 40), "blue": (30, 40, 200), "yellow": (220, 210, 40)}
+
+
+def write_pets_folder(workdir: Path) -> None:
+    from PIL import Image
+
+    images = workdir / "pets/images"
+    images.mkdir(parents=True)
+    colours = list(PET_COLOURS)
+    for split, n in PETS.items():
+        rows = []
+        for index in range(n):
+            colour = colours[index % len(colours)]
+            name = f"{split}_{index}.png"
+            Image.new("RGB", (48 + 8 * index, 48), PET_COLOURS[colour]).save(images / name)
+            animal = "puppy" if index % 2 else "kitten"
+            rows.append({"image": name, "question": f"What colour is the {animal}?", "answer": colour})
+        (workdir / f"pets/{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory):
     """The whole workflow run for real on tests/workflow/config.yaml: its folder, the jobs the dry run
@@ -72,6 +97,7 @@ def finished_run(tmp_path_factory):
     if SNAKEMAKE is None:
         pytest.skip("snakemake is not installed")
     workdir = tmp_path_factory.mktemp("workflow")
+    write_pets_folder(workdir)
     config = ("--configfile", str(SMALL_CONFIG))
     code, printed = dry_run(*config, cwd=workdir)
     assert code == 0, printed

@@ -48,6 +48,11 @@ def test_schema_defaults_equal_the_library_defaults(section):
     }
 
 
+def test_model_entry_defaults_equal_the_library_defaults():
+    entry = SCHEMA["properties"]["models"]["additionalProperties"]["properties"]
+    assert {key: spec["default"] for key, spec in entry.items() if key != "path"} == _plain(defaults.MODEL)
+
+
 def _option_defaults(command: str) -> dict:
     parser = build_parser()
     subparsers = next(action for action in parser._actions if action.dest == "command")
@@ -61,6 +66,9 @@ def _option_defaults(command: str) -> dict:
         ("extract", "prompt", defaults.EXTRACTION.prompt),
         ("extract", "anyres_padding", defaults.EXTRACTION.anyres_padding),
         ("extract", "dtype", defaults.RUN.dtype),
+        ("extract", "device_map", defaults.MODEL.device_map),
+        ("ablate", "attn_implementation", defaults.MODEL.attn_implementation),
+        ("perturb", "trust_remote_code", defaults.MODEL.trust_remote_code),
         ("select", "top_rate", defaults.SELECTION.top_rate),
         ("select", "match_sizes", defaults.SELECTION.match_sizes),
         ("sample-curve", "methods", defaults.SELECTION.methods),

@@ -35,8 +35,9 @@ pytestmark = [
 # Laid over the small configuration: the ablation without its cross-domain condition and with one condition
 # fewer (6 model runs instead of 12, twice: before and after the selection change), to keep the test to
 # minutes; every kind of condition still runs (the baseline, a deactivation, its random control), and
-# tests/test_workflow.py runs them all.
-SMALLER = {"ablation": {"conditions": ["none", "all"], "cross_domain": []}}
+# tests/test_workflow.py runs them all. Only the two synthetic domains: the small configuration's folder
+# domain (its images made by tests/conftest.py) is the workflow test's; data.dvc has tests/test_data_dvc.py.
+SMALLER = {"domains": ["ad", "rs"], "ablation": {"conditions": ["none", "all"], "cross_domain": []}}
 NEW_TOP_RATE = 0.1
 NEW_N_BOOT = 200
 COUNTS = "results/demo/counts"

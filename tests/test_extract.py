@@ -323,3 +323,14 @@ def test_load_model_errors(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ModelLoadError, match="no CUDA GPU"):
             load_model(tmp_path / "pali", device="cuda")
+
+
+def test_words_outside_the_vocabulary_are_counted_as_unknown_tokens(caplog):
+    model, processor = build_tiny("llava_next")
+    known = extract_counts(model, processor, _samples([QUESTIONS[0], QUESTIONS[2]], SIZES[:2]), progress=False)
+    assert known.settings["unknown_tokens"] == 0
+    # "puppy", "kitten" and "sofa" are not among the tiny tokenizer's words (tiny.WORDS)
+    questions = ["What colour is the puppy?", "Is the kitten on the sofa?"]
+    unknown = extract_counts(model, processor, _samples(questions, SIZES[:2]), batch_size=1, progress=False)
+    assert unknown.settings["unknown_tokens"] == 3
+    assert "3 prompt tokens are the tokenizer's unknown token" in caplog.text

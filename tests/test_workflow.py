@@ -11,13 +11,14 @@ so no free-text `reason:` line is parsed; only the resources and commands of the
 are read from the dry run's per-job blocks.
 """
 
+import json
 import re
 import subprocess
 import sys
 
 import pytest
 import yaml
-from conftest import ENV, ROOT, SMALL_CONFIG, SNAKEMAKE, command, dry_run, job_stats, snakemake
+from conftest import ENV, PETS, ROOT, SMALL_CONFIG, SNAKEMAKE, command, dry_run, job_stats, snakemake
 
 pytestmark = pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake is not installed")
 
@@ -89,6 +90,113 @@ def test_model_jobs_take_device_dtype_and_a_gpu_only_when_asked(tmp_path, gpu):
         else:
             assert asked == 0, (rule, block)
             assert "--dtype" not in block, (rule, block)
+
+
+def test_a_domain_with_a_source_is_prepared_per_split_in_place_of_the_synthetic_data(tmp_path):
+    (tmp_path / "overlay.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "domains": ["ad", "com", "pets"],
+                "data": {
+                    "sizes": {"stats": 30, "eval": 12},
+                    "sources": {
+                        "com": {"source": "vqav2", "options": {"root": "/data/coco", "mirror": True, "split": None}},
+                        "pets": {"source": "folder", "options": {"root": "pets", "questions": "pets/{split}.csv"}},
+                    },
+                },
+                "demo_model": {"train": True},
+                "extraction": {"max_bad_share": 0.1},
+                "evaluation": {"metrics": {"pets": "exact_match"}},
+            },
+            sort_keys=False,  # the options go on the command line in the config's order
+        )
+    )
+    code, printed = snakemake(
+        "--dry-run", "--printshellcmds", "--cores", "2", "--configfile", str(tmp_path / "overlay.yaml"), cwd=tmp_path
+    )
+    assert code == 0, printed
+    jobs = planned_jobs(printed)
+    synthetic = [block for rule, block in jobs if rule == "synthetic_domain"]
+    assert len(synthetic) == 1 and "--domain ad" in synthetic[0]
+    prepared = sorted(
+        block.split("mmneuron prepare", 1)[1].split(">")[0] for rule, block in jobs if rule == "prepare_domain"
+    )
+    assert [" ".join(command.split()) for command in prepared] == [
+        "folder --split eval --domain pets --n 12 --seed 0 --max-bad-share 0.1 --root pets --questions pets/eval.csv"
+        " --out data/pets/eval.parquet",
+        "folder --split stats --domain pets --n 30 --seed 0 --max-bad-share 0.1 --root pets --questions pets/stats.csv"
+        " --out data/pets/stats.parquet",
+        "vqav2 --split eval --domain com --n 12 --seed 0 --max-bad-share 0.1 --root /data/coco --mirror"
+        " --out data/com/eval.parquet",
+        "vqav2 --split stats --domain com --n 30 --seed 0 --max-bad-share 0.1 --root /data/coco --mirror"
+        " --out data/com/stats.parquet",
+    ]
+    (train,) = [block for rule, block in jobs if rule == "demo_model"]
+    assert "data/ad/train.parquet" in train and "data/com/train.parquet" not in train  # synthetic domains only
+
+
+PAPER_MODELS = {
+    "llava_next_7b": "llava-hf/llava-v1.6-vicuna-7b-hf",
+    "instructblip_7b": "Salesforce/instructblip-vicuna-7b",
+}
+PAPER_DOMAINS = ("ad", "med", "rs", "com", "doc")
+
+
+def test_paper_config_plans_every_stage_for_both_models_and_all_five_domains(tmp_path):
+    # no data, no weights: everything the run reads is made by a rule (prepare, then the stages)
+    code, printed = snakemake(
+        "--dry-run", "--printshellcmds", "--cores", "4", "--configfile", str(ROOT / "config/paper.yaml"), cwd=tmp_path
+    )
+    assert code == 0, printed
+    jobs = planned_jobs(printed)
+    outputs = {rule: " ".join(block for name, block in jobs if name == rule) for rule, _ in jobs}
+    assert "demo_model" not in outputs and "synthetic_domain" not in outputs
+    for domain in PAPER_DOMAINS:
+        for split in ("stats", "eval"):
+            assert f"data/{domain}/{split}.parquet" in outputs["prepare_domain"], (domain, split)
+    for model, path in PAPER_MODELS.items():
+        assert f"--model {path}" in outputs["activation_counts_shard"]
+        for rule, target in [
+            ("activation_counts", "results/{model}/counts/{domain}.safetensors"),
+            ("ablation_answers", "results/{model}/ablation/answers/{domain}"),
+        ]:
+            for domain in PAPER_DOMAINS:
+                assert target.format(model=model, domain=domain) in outputs[rule], (rule, model, domain)
+        for rule, target in [
+            ("select_neurons", "neurons.json"),
+            ("logit_lens", "lens/lens.csv"),
+            ("score_ablation", "ablation/scores.csv"),
+            ("perturbation", "perturbation/perturbation.csv"),
+        ]:
+            assert f"results/{model}/{target}" in outputs[rule], (rule, model)
+    ablate = {
+        model: [block for rule, block in jobs if rule == "ablate" and f"--name {model}" in block]
+        for model in PAPER_MODELS
+    }
+    blip, llava = " ".join(ablate["instructblip_7b"]), " ".join(ablate["llava_next_7b"])
+    assert "vision+qformer+query/own" in blip and "projector/own" in llava and "qformer" not in llava  # own conditions
+    assert all("--no-chat" in block for block in ablate["instructblip_7b"])  # no chat template
+    assert all("--no-chat" not in block and "--chat" in block for block in ablate["llava_next_7b"])
+
+
+def test_a_domain_neither_synthetic_nor_sourced_is_refused(tmp_path):
+    code, printed = dry_run("--config", "domains=[ad,pets]", cwd=tmp_path)
+    assert code != 0
+    assert "domains ['pets'] have no entry in data.sources" in printed
+
+
+def test_model_jobs_take_the_models_loading_options(tmp_path):
+    (tmp_path / "overlay.yaml").write_text(
+        "models: {demo: {path: results/models/demo, dtype: float16, device_map: auto,"
+        " attn_implementation: eager, trust_remote_code: true}}\n"
+    )
+    code, printed = snakemake(
+        "--dry-run", "--printshellcmds", "--cores", "2", "--configfile", str(tmp_path / "overlay.yaml"), cwd=tmp_path
+    )
+    assert code == 0, printed
+    for rule, block in planned_jobs(printed):
+        loading = ("--dtype float16", "--device-map auto", "--attn-implementation eager", "--trust-remote-code")
+        assert all((flag in block) == (rule in MODEL_RULES) for flag in loading), (rule, block)
 
 
 @pytest.mark.parametrize("train", [False, True])
@@ -231,6 +339,32 @@ def test_small_run_runs_every_rule(finished_run):
 
 
 @pytest.mark.slow
+def test_the_folder_domain_went_through_every_stage(finished_run):
+    from mmneuron.counts import Counts
+    from mmneuron.data.samples import read_samples
+
+    workdir = finished_run[0]
+    for split, n in PETS.items():
+        samples = read_samples(workdir / f"data/pets/{split}.parquet")
+        assert len(samples) == n, split
+        assert {sample.domain for sample in samples} == {"pets"}
+    counts = Counts.load(workdir / "results/demo/counts/pets.safetensors")
+    assert (counts.domain, counts.samples) == ("pets", PETS["stats"])
+    # "puppy" and "kitten" are not the demo tokenizer's words: each shard counts them as unknown tokens
+    shards = sorted((workdir / "results/demo/counts/shards").glob("pets.*.safetensors"))
+    assert shards and all(Counts.load(path).settings["unknown_tokens"] > 0 for path in shards)
+    neurons = json.loads((workdir / "results/demo/neurons.json").read_text())
+    assert "pets" in neurons["domains"] and neurons["samples"]["pets"] == PETS["stats"]
+    answers = [
+        json.loads(line)
+        for path in sorted((workdir / "results/demo/ablation/answers/pets").rglob("*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+    runs = len(list((workdir / "results/demo/ablation/answers/pets").rglob("*.jsonl")))
+    assert runs and len(answers) == runs * PETS["eval"]
+
+
+@pytest.mark.slow
 def test_unchanged_config_reruns_nothing(finished_run):
     workdir = finished_run[0]
     assert reruns(workdir, "--configfile", str(SMALL_CONFIG)) == ({}, set())
@@ -242,7 +376,7 @@ def test_changed_seed_reruns_everything(finished_run):
     # a top-level value can come with --config (it is parsed as an int); nested ones need a file
     jobs, changed = reruns(workdir, "--configfile", str(SMALL_CONFIG), "--config", "seed=1")
     assert jobs == planned
-    assert changed == {"synthetic_domain", "demo_model", "ablate", "score_ablation"}
+    assert changed == {"synthetic_domain", "prepare_domain", "demo_model", "ablate", "score_ablation"}
 
 
 @pytest.mark.slow
@@ -272,6 +406,19 @@ def test_changed_deactivation_value_reruns_ablation_and_perturbation(finished_ru
 def test_changed_dtype_reruns_every_model_job_and_what_follows(finished_run):
     workdir, planned = finished_run[:2]
     jobs, changed = reruns(workdir, *overlay(workdir, "dtype", {"dtype": "float32"}))
-    upstream = {"synthetic_domain", "contact_sheet", "demo_model"}
+    upstream = {"synthetic_domain", "prepare_domain", "contact_sheet", "demo_model"}
+    assert jobs == {rule: count for rule, count in planned.items() if rule not in upstream}
+    assert changed == MODEL_RULES
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "setting", [{"attn_implementation": "eager"}, {"trust_remote_code": True}, {"dtype": "float32"}]
+)
+def test_changed_model_loading_reruns_every_model_job_and_what_follows(finished_run, setting):
+    workdir, planned = finished_run[:2]
+    models = {"models": {"demo": {"path": "results/models/demo", **setting}}}
+    jobs, changed = reruns(workdir, *overlay(workdir, next(iter(setting)), models))
+    upstream = {"synthetic_domain", "prepare_domain", "contact_sheet", "demo_model"}
     assert jobs == {rule: count for rule, count in planned.items() if rule not in upstream}
     assert changed == MODEL_RULES

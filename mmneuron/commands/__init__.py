@@ -10,7 +10,7 @@ import argparse
 import re
 from pathlib import Path
 
-from mmneuron.defaults import RUN
+from mmneuron.defaults import MODEL, RUN
 from mmneuron.errors import MmneuronError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -62,7 +62,8 @@ def device(text: str) -> str:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, name_default: str) -> None:
-    """--model, --name, --device, --dtype and --threads, as every model-running command takes them."""
+    """--model, --name, --device, --dtype, the loading options and --threads, as every model-running
+    command takes them."""
     parser.add_argument("--model", required=True, help="model folder (save_pretrained) or a Hugging Face id")
     parser.add_argument("--name", help=f"model name recorded in the outputs (default: {name_default})")
     parser.add_argument(
@@ -70,6 +71,23 @@ def add_model_arguments(parser: argparse.ArgumentParser, name_default: str) -> N
     )
     parser.add_argument(
         "--dtype", choices=DTYPES, default=RUN.dtype, help="auto: bfloat16 on a GPU, float32 on the CPU"
+    )
+    parser.add_argument(
+        "--device-map",
+        default=MODEL.device_map,
+        help="place the model with accelerate's device map (auto, cpu, cuda:0 ...) instead of --device, for a "
+        "model that does not fit one device (default: none)",
+    )
+    parser.add_argument(
+        "--attn-implementation",
+        default=MODEL.attn_implementation,
+        help="attention implementation (eager, sdpa, flash_attention_2; default: transformers' choice)",
+    )
+    parser.add_argument(
+        "--trust-remote-code",
+        action=argparse.BooleanOptionalAction,
+        default=MODEL.trust_remote_code,
+        help="let the checkpoint run code from its repository (default: off)",
     )
     parser.add_argument("--threads", type=positive_int, help="CPU threads of torch (default: torch's choice)")
 
@@ -105,4 +123,11 @@ def load_model(args: argparse.Namespace):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    return load(args.model, args.device, args.dtype)
+    return load(
+        args.model,
+        args.device,
+        args.dtype,
+        device_map=args.device_map,
+        attn_implementation=args.attn_implementation,
+        trust_remote_code=args.trust_remote_code,
+    )

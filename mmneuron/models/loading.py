@@ -38,15 +38,33 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def check_supported(config, name: str) -> None:
+    """Refuse a model whose type has no entry in the site registry."""
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise ModelLoadError(
+            f"{name}: unsupported model type {config.model_type!r}; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+
+
 def _looks_like_path(name: str) -> bool:
     # Hugging Face ids are "name" or "owner/name"; anything else is meant as a local folder.
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).exists()
 
 
 def load_model(
-    path_or_id: str | Path, device: str = "auto", dtype: str = "auto"
+    path_or_id: str | Path,
+    device: str = "auto",
+    dtype: str = "auto",
+    device_map: str | None = None,
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """The model (eval mode, on ``device`` in ``dtype``) and its processor.
+
+    ``device_map`` (``auto``, ``cpu``, ``cuda:0`` ...) places the model with accelerate instead, for a
+    model that does not fit one device; ``device`` then only decides what ``dtype: auto`` means.
+    ``attn_implementation`` (``eager``, ``sdpa``, ``flash_attention_2``) is passed on when given, and
+    ``trust_remote_code`` (off by default) lets a checkpoint run code from its repository.
 
     The model type must be one of :data:`~mmneuron.models.sites.SUPPORTED_MODEL_TYPES`. Hub ids
     are read from the local Hugging Face cache when offline.
@@ -55,21 +73,23 @@ def load_model(
     if _looks_like_path(name) and not Path(name).expanduser().is_dir():
         raise ModelLoadError(f"model folder not found: {name}")
     try:
-        config = AutoConfig.from_pretrained(name)
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"cannot read the model config of {name!r}: {error}") from None
-    if config.model_type not in SUPPORTED_MODEL_TYPES:
-        raise ModelLoadError(
-            f"{name}: unsupported model type {config.model_type!r}; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
-        )
+    check_supported(config, name)
     target = resolve_device(device)
     processor_class = IMAGE_ONLY_PROCESSORS.get(config.model_type, AutoProcessor)
+    placement = {"device_map": device_map} if device_map else {}
+    if attn_implementation:
+        placement["attn_implementation"] = attn_implementation
     try:
-        model = AutoModelForImageTextToText.from_pretrained(name, dtype=resolve_dtype(dtype, target))
-        processor = processor_class.from_pretrained(name)
-    except (OSError, ValueError, SafetensorError) as error:
+        model = AutoModelForImageTextToText.from_pretrained(
+            name, dtype=resolve_dtype(dtype, target), trust_remote_code=trust_remote_code, **placement
+        )
+        processor = processor_class.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, ImportError, SafetensorError) as error:
         raise ModelLoadError(f"cannot load the model or processor of {name!r}: {error}") from None
-    model = model.to(target).eval()
+    model = (model if device_map else model.to(target)).eval()
     if not isinstance(processor, ProcessorMixin):
         raise ModelLoadError(
             f"{name}: expected a multimodal processor (images and text), got {type(processor).__name__}"

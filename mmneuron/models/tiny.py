@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import (
     BlipImageProcessorPil,
     CLIPImageProcessorPil,
@@ -52,7 +51,7 @@ from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLTextConfi
 
 from mmneuron.models import sites
 from mmneuron.models.processors import Qwen2VLImageOnlyProcessor
-from mmneuron.models.tokenizer import build_word_tokenizer
+from mmneuron.models.tokenizer import build_bert_style_tokenizer, build_word_tokenizer
 
 IMAGE = sites.IMAGE
 
@@ -174,32 +173,9 @@ def _build_llava_next(seed: int):
     return _finish(_seeded(LlavaNextForConditionalGeneration, config, seed), tokenizer), processor
 
 
-def _qformer_tokenizer() -> PreTrainedTokenizerFast:
-    """A lower-casing BERT-style tokenizer ([CLS] text [SEP]), like InstructBLIP's Q-Former one."""
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab = {token: index for index, token in enumerate(specials + sorted(set(WORDS)))}
-    backend = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
-    )
-    backend.decoder = decoders.WordPiece()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token="[PAD]",
-        unk_token="[UNK]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    )
-
-
 def _build_instructblip(seed: int):
     tokenizer = _lm_tokenizer()
-    qformer_tokenizer = _qformer_tokenizer()
+    qformer_tokenizer = build_bert_style_tokenizer(WORDS)
     num_query_tokens = 4
     processor = InstructBlipProcessor(
         image_processor=BlipImageProcessorPil(size={"height": TILE, "width": TILE}),
