@@ -133,8 +133,8 @@ SECTIONS = ("run", "model-demo", "claims-of-the-paper", "neuron-selection", "log
 def test_report_of_the_small_run_has_every_figure_and_a_verdict_per_claim(finished_run):
     results = finished_run[0] / "results"
     markdown = (results / "report.md").read_text()
-    figures = sorted(path.relative_to(results).as_posix() for path in results.rglob("*.png"))
-    assert figures and all(f"]({figure})" in markdown for figure in figures)  # every figure of the run
+    figures = sorted(path.relative_to(results).as_posix() for path in (results / "demo").rglob("*.png"))
+    assert figures and all(f"](demo/{figure})" in markdown for figure in figures)  # every analysis figure
     verdicts = [line for line in markdown.splitlines() if line.startswith("**") and " - " in line]
     assert len(verdicts) == 5 and all(line.split("**")[1] in claims.VERDICTS for line in verdicts)
     for section in SECTIONS:

@@ -283,7 +283,6 @@ def build(results: Path, models: list[str], config: dict, markdown: Path, page: 
         ),
         Table(pd.DataFrame(sorted(versions().items()), columns=["package", "version"]), "package versions"),
     )
-    run.add(*_figures(results / "data", results, "data"))
     sections = [run, *(model_section(results, model, domains) for model in models)]
     configuration = Section("Configuration")
     configuration.add(Code(yaml.safe_dump(config, sort_keys=False), "the resolved configuration (YAML)"))
