@@ -39,6 +39,7 @@ include: "rules/neurons.smk"
 include: "rules/logit_lens.smk"
 include: "rules/ablation.smk"
 include: "rules/perturbation.smk"
+include: "rules/report.smk"
 
 
 rule all:
@@ -53,3 +54,4 @@ rule all:
         expand("results/{model}/lens/lens.csv", model=MODELS),
         expand("results/{model}/ablation/scores.csv", model=MODELS),
         expand("results/{model}/perturbation/perturbation.csv", model=MODELS),
+        rules.report.output,

@@ -30,6 +30,7 @@ COMMANDS = (
     "gather_answers",
     "score",
     "perturb",
+    "report",
 )
 USER_ERROR = 1
 

@@ -24,54 +24,24 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
+
+import apt_packages
+from apt_packages import Unavailable, which
 
 PACKAGES = ("slurm-wlm", "munge")
 COMMANDS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol", "scancel", "srun")
 CONF_DIR = Path("/etc/slurm")
 MARKER = "# Written by tests/slurm_cluster.py"
 FAKE_GPU_FILES = ("/dev/null", "/dev/zero", "/dev/full")
-SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-class Unavailable(Exception):
-    """SLURM cannot be had on this machine (the reason is the message): tests skip, they do not fail."""
-
-
-def which(command: str) -> str | None:
-    """`command` on PATH or in the system's sbin folders (root's PATH may lack them)."""
-    return shutil.which(command) or shutil.which(command, path=SYSTEM_PATH)
 
 
 def install(timeout: float = 600) -> float:
-    """Install slurm-wlm and munge with apt-get unless their commands are all there; the seconds it took.
-
-    Raises Unavailable when that cannot be done here: not root, no apt-get, or the packages not installable.
-    (Debian's policy-rc.d, where present, keeps the packages from starting daemons of their own.)
-    """
-    if all(which(command) for command in COMMANDS):
-        return 0.0
-    if os.geteuid() != 0:
-        raise Unavailable("SLURM is not installed and installing it needs root")
-    apt = which("apt-get")
-    if apt is None:
-        raise Unavailable("SLURM is not installed and there is no apt-get to install it")
-    start = time.monotonic()
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    get = [apt, "install", "-y", "-q", "--no-install-recommends", *PACKAGES]
-    result = subprocess.run(get, capture_output=True, text=True, env=env, timeout=timeout)
-    if result.returncode != 0:  # perhaps stale package lists: refresh them once
-        subprocess.run([apt, "update", "-q"], capture_output=True, env=env, timeout=timeout)
-        result = subprocess.run(get, capture_output=True, text=True, env=env, timeout=timeout)
-    missing = [command for command in COMMANDS if not which(command)]
-    if result.returncode != 0 or missing:
-        tail = (result.stdout + result.stderr).strip().splitlines()[-3:]
-        raise Unavailable(f"apt-get could not install {' '.join(PACKAGES)} (missing: {missing}): {' | '.join(tail)}")
-    return time.monotonic() - start
+    """Install slurm-wlm and munge with apt-get unless their commands are all there; the seconds it took."""
+    return apt_packages.install(PACKAGES, COMMANDS, timeout)
 
 
 def free_port() -> int:

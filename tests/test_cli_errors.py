@@ -27,13 +27,22 @@ def files(tmp_path_factory):
     (corrupt_model / "config.json").write_text("{not json")
     (root / "bad-listing").mkdir()
     (root / "bad-listing" / "SHA256SUMS").write_text("not a digest line\n")
+    (root / "results" / "demo" / "ablation").mkdir(parents=True)
+    (root / "results" / "demo" / "ablation" / "scores.csv").write_text("condition,domain\nlm,rs\n")
     for name in ("corrupt.parquet", "corrupt.safetensors", "corrupt.json", "corrupt.jsonl"):
         (root / name).write_bytes(b"\x00\x01 not what it claims to be {")
     return root
 
 
+REPORT = "report --models demo --markdown {root}/results/r.md --html {root}/results/r.html"
+
 # command line (with {root} for the fixture folder) -> what the one line must name
 CASES = {
+    "report": [
+        (REPORT + " --results {root}/missing --config-json {{}}", "missing"),
+        (REPORT + " --results {root}/results --config {root}/corrupt.json", "corrupt.json"),
+        (REPORT + " --results {root}/results --config-json {{}}", "scores.csv"),
+    ],
     "make-data": [
         ("make-data --domain rs --sizes train=x --out-dir {root}/out", "--sizes"),
         ("make-data --domain rs --sizes train=2 --image-size 0 --out-dir {root}/out", "--image-size"),

@@ -268,8 +268,9 @@ def test_unchanged_repo_is_up_to_date(scenario):
 
 
 def test_changed_selection_reruns_the_neurons_and_what_depends_on_them(scenario):
-    # `dvc status` names only the neurons stage, and the changed value
-    assert set(scenario["status_changed"]) == {"neurons"}
+    # `dvc status` names only the neurons stage (and the report, which shows the whole configuration), and the
+    # changed value
+    assert set(scenario["status_changed"]) == {"neurons", "report"}
     assert "selection.top_rate" in json.dumps(scenario["status_changed"]["neurons"])
     # the neuron sets changed (so the stages using them had to rerun)
     neurons = "results/demo/neurons.json"
@@ -320,10 +321,11 @@ def test_fresh_clone_reruns_nothing_despite_its_file_times(scenario):
 
 
 def test_changed_scoring_in_the_clone_reruns_only_the_scores(scenario):
-    assert set(scenario["clone_status_n_boot"]) == {"scores"}
-    assert scenario["n_boot_ran"] == ["scores"]
+    # (and the report, which shows the scores and the whole configuration)
+    assert set(scenario["clone_status_n_boot"]) == {"scores", "report"}
+    assert sorted(scenario["n_boot_ran"]) == ["report", "scores"]
     # every other file is as it was, although the data are newer than everything made from them
-    scores = tuple(scenario["scores_outs"])
+    scores = (*scenario["scores_outs"], "results/report.")
     untouched = {path: seen for path, seen in scenario["skewed"].items() if not path.startswith(scores)}
     assert {path: seen for path, seen in scenario["after_n_boot"].items() if path in untouched} == untouched
     assert scenario["after_n_boot"].keys() == scenario["skewed"].keys()

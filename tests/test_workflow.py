@@ -327,6 +327,8 @@ def test_small_run_runs_every_rule(finished_run):
         "results/demo/ablation/scores.csv",
         "results/demo/ablation/scores_random.csv",
         "results/demo/perturbation/perturbation.csv",
+        "results/report.html",
+        "results/report.md",
     ):
         assert (workdir / target).is_file(), target
     rows = summary("--configfile", str(SMALL_CONFIG), cwd=workdir)
@@ -376,15 +378,15 @@ def test_changed_seed_reruns_everything(finished_run):
     # a top-level value can come with --config (it is parsed as an int); nested ones need a file
     jobs, changed = reruns(workdir, "--configfile", str(SMALL_CONFIG), "--config", "seed=1")
     assert jobs == planned
-    assert changed == {"synthetic_domain", "prepare_domain", "demo_model", "ablate", "score_ablation"}
+    assert changed == {"synthetic_domain", "prepare_domain", "demo_model", "ablate", "score_ablation", "report"}
 
 
 @pytest.mark.slow
 def test_changed_bootstrap_reruns_only_the_scoring(finished_run):
     workdir = finished_run[0]
     jobs, changed = reruns(workdir, *overlay(workdir, "n_boot", {"ablation": {"n_boot": 200}}))
-    assert jobs == {"score_ablation": 1, "all": 1}
-    assert changed == {"score_ablation"}
+    assert jobs == {"score_ablation": 1, "report": 1, "all": 1}
+    assert changed == {"score_ablation", "report"}  # the report shows the whole configuration
 
 
 @pytest.mark.slow
@@ -397,9 +399,10 @@ def test_changed_deactivation_value_reruns_ablation_and_perturbation(finished_ru
         "ablation_answers": gathers,
         "perturbation": 1,
         "score_ablation": 1,
+        "report": 1,
         "all": 1,
     }
-    assert changed == {"ablate", "perturbation"}
+    assert changed == {"ablate", "perturbation", "report"}
 
 
 @pytest.mark.slow
@@ -408,7 +411,7 @@ def test_changed_dtype_reruns_every_model_job_and_what_follows(finished_run):
     jobs, changed = reruns(workdir, *overlay(workdir, "dtype", {"dtype": "float32"}))
     upstream = {"synthetic_domain", "prepare_domain", "contact_sheet", "demo_model"}
     assert jobs == {rule: count for rule, count in planned.items() if rule not in upstream}
-    assert changed == MODEL_RULES
+    assert changed == MODEL_RULES | {"report"}
 
 
 @pytest.mark.slow
@@ -421,4 +424,4 @@ def test_changed_model_loading_reruns_every_model_job_and_what_follows(finished_
     jobs, changed = reruns(workdir, *overlay(workdir, next(iter(setting)), models))
     upstream = {"synthetic_domain", "prepare_domain", "contact_sheet", "demo_model"}
     assert jobs == {rule: count for rule, count in planned.items() if rule not in upstream}
-    assert changed == MODEL_RULES
+    assert changed == MODEL_RULES | {"report"}

@@ -1,0 +1,1 @@
+"""The reproduction report: claims as computed verdicts, every figure and table of a run."""
