@@ -68,6 +68,7 @@ def test_default_config_plans_every_stage(tmp_path):
         "ablation_answers",
         "score_ablation",
         "perturbation",
+        "report",
         "all",
     }
 
@@ -158,7 +159,7 @@ def test_paper_config_plans_every_stage_for_both_models_and_all_five_domains(tmp
         assert f"--model {path}" in outputs["activation_counts_shard"]
         for rule, target in [
             ("activation_counts", "results/{model}/counts/{domain}.safetensors"),
-            ("ablation_answers", "results/{model}/ablation/answers/{domain}"),
+            ("ablation_answers", "results/{model}/ablation/answers/dape/{domain}"),
         ]:
             for domain in PAPER_DOMAINS:
                 assert target.format(model=model, domain=domain) in outputs[rule], (rule, model, domain)
@@ -169,6 +170,7 @@ def test_paper_config_plans_every_stage_for_both_models_and_all_five_domains(tmp
             ("perturbation", "perturbation/perturbation.csv"),
         ]:
             assert f"results/{model}/{target}" in outputs[rule], (rule, model)
+    assert "results/report.html" in outputs["report"]
     ablate = {
         model: [block for rule, block in jobs if rule == "ablate" and f"--name {model}" in block]
         for model in PAPER_MODELS
