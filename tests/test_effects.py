@@ -15,6 +15,7 @@ from mmneuron.vqa.effects import (
     paired_difference_ci,
     score_table,
     summarize_random_controls,
+    wilson_interval,
 )
 
 
@@ -146,3 +147,12 @@ def test_score_table_pairs_a_subset_with_the_baseline_of_the_same_subset():
     count = table.loc[("lm", "question_type=count")]
     assert (count.value, count.n, count.delta) == (0.5, 2, -0.5)  # against none's count rows only
     assert -1.0 <= count.delta_low <= -0.5 <= count.delta_high <= 0.0
+
+
+def test_wilson_interval_against_published_values():
+    # 2 of 10 at 95%: (0.0567, 0.5098), Wilson's formula worked by hand (the often tabulated 0.057 to 0.510)
+    share, low, high = wilson_interval(2, 10)
+    assert share == 0.2 and round(low, 4) == 0.0567 and round(high, 4) == 0.5098
+    assert wilson_interval(0, 5)[1] == 0.0 and wilson_interval(5, 5)[2] == 1.0
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)

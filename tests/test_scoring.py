@@ -302,3 +302,28 @@ def test_method_runs_get_their_own_figure_and_leave_dapes_alone(tmp_path, monkey
     assert drawn[0].tolist() == [[-0.25]]  # the condition heatmap shows DAPE's sets, not margin's
     names = {path.name for path in paths}
     assert {"m_methods_scores.png", "m_methods_loglik.png", "m_ablation_scores.png"} <= names
+
+
+def test_flip_rate_counts_changed_answers_against_none_by_hand(tmp_path):
+    files = [
+        _run_file(tmp_path, "none", ["yes", "no", "2", "red"], logliks=[-1.0] * 4),
+        # s1 only changes case and spacing (the same answer); s2 and s3 change: 2 of 4
+        _run_file(tmp_path, "lm", ["yes", " NO ", "3", "blue"], logliks=[-1.0] * 4),
+        _run_file(tmp_path, "lm", ["no", "no", "2", "red"], seed=1, logliks=[-1.0] * 4),  # 1 of 4
+    ]
+    table = score_runs(load_runs(files), {"rs": "exact_match"}, n_boot=50)
+    answers = table[table["metric"] == "exact_match"].set_index(["condition", "control"])
+    assert answers.loc[("none", "domain"), "flip_rate"] == 0.0
+    assert answers.loc[("lm", "domain"), "flip_rate"] == 0.5
+    assert answers.loc[("lm", "random"), "flip_rate"] == 0.25
+    # Wilson's interval for 2 of 4 at 95%, by hand: (p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)
+    z = 1.959964
+    centre, half = (0.5 + z**2 / 8) / (1 + z**2 / 4), z * math.sqrt(0.25 / 4 + z**2 / 64) / (1 + z**2 / 4)
+    assert answers.loc[("lm", "domain"), "flip_low"] == pytest.approx(centre - half)
+    assert answers.loc[("lm", "domain"), "flip_high"] == pytest.approx(centre + half)
+    assert table.loc[table["metric"] == LOGLIK, "flip_rate"].isna().all()  # no answers to flip there
+
+
+def test_flip_rate_is_missing_without_none(tmp_path):
+    table = score_runs(load_runs([_run_file(tmp_path, "lm", ["yes", "no", "2", "red"])]), {"rs": "exact_match"})
+    assert table["flip_rate"].isna().all()

@@ -25,14 +25,17 @@ from mmneuron.ablation.answers import AblationError, read_answers
 from mmneuron.conditions import OWN, RANDOM
 from mmneuron.defaults import LINGO_JUDGE
 from mmneuron.selection import METHOD as DAPE
-from mmneuron.vqa.effects import ALL, SCORE_COLUMNS, score_table, summarize_random_controls
+from mmneuron.vqa.effects import ALL, BASELINE, SCORE_COLUMNS, score_table, summarize_random_controls, wilson_interval
 from mmneuron.vqa.metrics import OPTION_METRICS, MetricError, get_metric, option_letters
 
 LOGLIK = "reference_loglik"
 RUN_FIELDS = ("model", "condition", "control", "seed", "source_domain", "domain")
 RECORD_FIELDS = (*RUN_FIELDS, "sample_id", "question", "prediction", "references")
+# The share of answers that changed against `none` on the same samples, with its Wilson interval (answer
+# metrics' rows; NaN for the log-likelihood and where `none` was not run).
+FLIP_COLUMNS = ("flip_rate", "flip_low", "flip_high")
 # the selection method beside the model (answers written before the bake-off are DAPE's)
-TABLE_COLUMNS = ("model", "method", *RUN_FIELDS[1:], *SCORE_COLUMNS[3:])  # domain, then subset, metric, value ...
+TABLE_COLUMNS = ("model", "method", *RUN_FIELDS[1:], *SCORE_COLUMNS[3:], *FLIP_COLUMNS)
 RANDOM_COLUMNS = (
     "model",
     "condition",
@@ -223,7 +226,33 @@ def score_runs(
     for field in (*RUN_FIELDS[1:5], "method"):
         table[field] = [getattr(run, field) for run in runs_of_rows]
     table["seed"] = table["seed"].astype("Int64")
+    flips = [
+        _flip_rate(runs, run, subset, breakdown.get(run.domain)) if metric != LOGLIK else (np.nan,) * 3
+        for run, subset, metric in zip(runs_of_rows, table["subset"], table["metric"])
+    ]
+    table[list(FLIP_COLUMNS)] = pd.DataFrame(flips, index=table.index, dtype=float)
     return table[list(TABLE_COLUMNS)]
+
+
+def _answer(text: str) -> str:
+    # an answer "changes" when its words do, not its case or spacing
+    return " ".join(text.lower().split())
+
+
+def _flip_rate(runs: Mapping[Run, list[dict]], run: Run, subset: str, key: str | None) -> tuple[float, ...]:
+    """The share of ``run``'s answers in ``subset`` that differ from the same samples' answers under
+    ``none`` (of the same model and domain), with its Wilson interval; NaN when ``none`` was not run."""
+    baseline = Run(run.model, BASELINE, OWN, None, run.domain, run.domain)
+    if baseline not in runs:
+        return (np.nan,) * 3
+    before = {record["sample_id"]: _answer(record["prediction"]) for record in runs[baseline]}
+    records = {record["sample_id"]: record for record in runs[run]}
+    ids = _subsets(run, runs[run], key)[subset]
+    missing = [sample for sample in ids if sample not in before]
+    if missing:
+        raise AblationError(f"{_where(run)}: sample {missing[0]} has no answer under {BASELINE} to compare with")
+    changed = sum(_answer(records[sample]["prediction"]) != before[sample] for sample in ids)
+    return wilson_interval(changed, len(ids))
 
 
 def summarize_random(table: pd.DataFrame) -> pd.DataFrame:

@@ -181,7 +181,8 @@ def random_comparison(scores: pd.DataFrame | None, random: pd.DataFrame | None) 
     """Every own-domain deactivation effect beside its random controls' band (empty when absent)."""
     if scores is None or scores.empty:
         return pd.DataFrame()
-    own = own_effects(scores)[["condition", "domain", "metric", "delta", "delta_low", "delta_high"]]
+    flips = [column for column in ("flip_rate", "flip_low", "flip_high") if column in scores]
+    own = own_effects(scores)[["condition", "domain", "metric", "delta", "delta_low", "delta_high", *flips]]
     if random is None or random.empty:
         return own.reset_index(drop=True)
     band = random[random["source_domain"] == random["domain"]]

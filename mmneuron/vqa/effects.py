@@ -98,6 +98,17 @@ def paired_difference_ci(
     return bootstrap_ci(differences.to_numpy(), n_boot=n_boot, alpha=alpha, seed=seed)
 
 
+def wilson_interval(changed: int, n: int, z: float = 1.959964) -> tuple[float, float, float]:
+    """The share ``changed / n`` with its Wilson score interval (95% for the default ``z``): unlike the
+    normal approximation it stays inside [0, 1] and is not empty at a share of 0 or 1."""
+    if n < 1 or not 0 <= changed <= n:
+        raise ValueError(f"a share of {changed} in {n}: need n >= 1 and 0 <= changed <= n")
+    share = changed / n
+    centre = (share + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z * np.sqrt(share * (1 - share) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
+    return share, max(0.0, centre - half), min(1.0, centre + half)
+
+
 def summarize_random_controls(values: Sequence[float]) -> dict[str, float]:
     """Mean, sample standard deviation (ddof 1; NaN for a single value), min, max and n of a
     control repeated with several seeds (for example the score under random neurons)."""
