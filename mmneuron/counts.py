@@ -47,10 +47,10 @@ class SiteInfo:
         return {"layers": self.layers, "width": self.width, "inert_layers": list(self.inert_layers)}
 
 
-def current_versions() -> dict[str, str]:
-    """Installed versions of the packages that shape the counts (read without importing them)."""
+def current_versions(packages: Sequence[str] = _PACKAGES) -> dict[str, str]:
+    """Installed versions of ``packages`` (by default those that shape the counts), read without importing them."""
     versions = {}
-    for package in _PACKAGES:
+    for package in packages:
         try:
             versions[package] = importlib_metadata.version(package)
         except importlib_metadata.PackageNotFoundError:

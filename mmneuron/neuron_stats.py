@@ -117,15 +117,23 @@ def overlaps(selection: Selection) -> pd.DataFrame:
     return _frame(rows)
 
 
-def stability(half_a: Selection, half_b: Selection) -> pd.DataFrame:
-    """Jaccard overlap per site and domain of two selections made on disjoint halves of the samples."""
+def _difference(a: Selection, b: Selection) -> str:
+    """What two selections to be compared differ in (model, domains or sites), or "" when nothing."""
     for what, mine, theirs in (
-        ("model", half_a.model, half_b.model),
-        ("domains", half_a.domains, half_b.domains),
-        ("sites", sorted(half_a.sites), sorted(half_b.sites)),
+        ("model", a.model, b.model),
+        ("domains", a.domains, b.domains),
+        ("sites", sorted(a.sites), sorted(b.sites)),
     ):
         if mine != theirs:
-            raise SelectionError(f"split halves differ in {what}: {mine} vs {theirs}")
+            return f"{what}: {mine} vs {theirs}"
+    return ""
+
+
+def stability(half_a: Selection, half_b: Selection) -> pd.DataFrame:
+    """Jaccard overlap per site and domain of two selections made on disjoint halves of the samples."""
+    difference = _difference(half_a, half_b)
+    if difference:
+        raise SelectionError(f"split halves differ in {difference}")
     rows = []
     for site in sorted(half_a.sites):
         sets_a, sets_b = domain_sets(half_a, site), domain_sets(half_b, site)
@@ -163,14 +171,9 @@ def method_overlaps(selections: Mapping[str, Selection]) -> pd.DataFrame:
     names = list(selections)
     first = selections[names[0]] if names else None
     for name in names[1:]:
-        other = selections[name]
-        for what, mine, theirs in (
-            ("model", other.model, first.model),
-            ("domains", other.domains, first.domains),
-            ("sites", sorted(other.sites), sorted(first.sites)),
-        ):
-            if mine != theirs:
-                raise SelectionError(f"methods {names[0]} and {name} differ in {what}: {theirs} vs {mine}")
+        difference = _difference(first, selections[name])
+        if difference:
+            raise SelectionError(f"methods {names[0]} and {name} differ in {difference}")
     rows = []
     for site in sorted(first.sites) if first else []:
         sets = {name: domain_sets(selection, site) for name, selection in selections.items()}

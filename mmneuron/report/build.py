@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
-from mmneuron.counts import Counts
+from mmneuron.counts import Counts, current_versions
 from mmneuron.errors import MmneuronError
 
 from . import claims
@@ -29,16 +28,6 @@ class ReportError(MmneuronError):
 def config_digest(config: dict) -> str:
     """sha256 of the resolved configuration (keys sorted), so two runs' configs compare at a glance."""
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
-
-
-def versions() -> dict[str, str]:
-    found = {}
-    for name in PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
 
 
 # The columns the report reads from each table (by file name); a table without them is refused, naming it.
@@ -281,7 +270,9 @@ def build(results: Path, models: list[str], config: dict, markdown: Path, page: 
             f"Models: {', '.join(f'`{m}`' for m in models)}; domains: {', '.join(domains)}; seed {config.get('seed')}. "
             f"Config digest (sha256 of the resolved configuration): `{config_digest(config)}`."
         ),
-        Table(pd.DataFrame(sorted(versions().items()), columns=["package", "version"]), "package versions"),
+        Table(
+            pd.DataFrame(sorted(current_versions(PACKAGES).items()), columns=["package", "version"]), "package versions"
+        ),
     )
     sections = [run, *(model_section(results, model, domains) for model in models)]
     configuration = Section("Configuration")
