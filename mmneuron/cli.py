@@ -17,6 +17,7 @@ from mmneuron.errors import MmneuronError
 # Each module defines ``add_parser(subparsers)``, whose parser sets ``func`` to its runner.
 COMMANDS = (
     "make_data",
+    "prepare",
     "contact_sheet",
     "train_demo",
     "install_model",

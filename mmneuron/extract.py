@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mmneuron.counts import Counts
-from mmneuron.data.samples import Sample, SampleError, decode_image
+from mmneuron.data.samples import Sample, SampleError, decode_image, too_many_bad
 from mmneuron.defaults import EXTRACTION
 from mmneuron.errors import MmneuronError
 from mmneuron.hooks.record import ActivationRecorder
@@ -82,7 +82,7 @@ def extract_counts(
                 log.warning("skipped: %s", error)
                 bar.update(1)
                 if len(skipped) > allowed_bad:
-                    raise ExtractionError(_too_many_bad(skipped, len(samples), max_bad_share)) from None
+                    raise ExtractionError(too_many_bad(skipped, len(samples), max_bad_share)) from None
             if len(batch) == batch_size or (batch and index == len(samples) - 1):
                 unknown += _forward(model, processor, recorder, resolved, batch, anyres_padding)
                 counted += len(batch)
@@ -131,12 +131,6 @@ def _domain(samples: Sequence[Sample], domain: str | None) -> str:
         expected = f"domain {domain!r}" if domain else "one domain (or pass domain=...)"
         raise ExtractionError(f"samples must come from {expected}, got {domains or 'none'}")
     return domain
-
-
-def _too_many_bad(skipped: list[dict], total: int, max_bad_share: float) -> str:
-    listed = "; ".join(f"{entry['sample_id']}: {entry['reason']}" for entry in skipped[:5])
-    more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
-    return f"{len(skipped)} of {total} samples are bad, more than max_bad_share={max_bad_share}: {listed}{more}"
 
 
 def _forward(model, processor, recorder: ActivationRecorder, sites: list[ResolvedSite], batch, anyres_padding) -> int:

@@ -34,10 +34,16 @@ def files(tmp_path_factory):
     return root
 
 
+PREPARE = "prepare folder --split eval --domain d --out {root}/p.parquet"
 REPORT = "report --models demo --markdown {root}/results/r.md --html {root}/results/r.html"
 
 # command line (with {root} for the fixture folder) -> what the one line must name
 CASES = {
+    "prepare": [
+        ("prepare nosuch --split eval --n 1 --out {root}/p.parquet", "nosuch"),
+        (PREPARE + " --n 1 --root {root}/absent --questions {root}/q.jsonl", "absent"),
+        (PREPARE + " --n 0 --root {root} --questions {root}/q.jsonl", "--n"),
+    ],
     "report": [
         (REPORT + " --results {root}/missing --config-json {{}}", "missing"),
         (REPORT + " --results {root}/results --config {root}/corrupt.json", "corrupt.json"),
@@ -169,7 +175,7 @@ def test_bad_input_is_one_line_naming_it(files, capsys, command, line, named):
     assert "Traceback" not in err
     ours = [text for text in err.splitlines() if text.startswith("mmneuron")]
     assert len(ours) == 1, err
-    assert ours[0].startswith(f"mmneuron {command}: ") and named in ours[0], ours[0]
+    assert ours[0].startswith((f"mmneuron {command}: ", f"mmneuron {command} ")) and named in ours[0], ours[0]
 
 
 def test_every_subcommand_is_covered():

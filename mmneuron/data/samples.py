@@ -13,7 +13,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
@@ -56,23 +55,77 @@ def encode_png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def write_samples(samples: Iterable[Sample], path: str | Path) -> int:
-    """Write samples to ``path`` (parquet); refuse duplicate sample ids. Returns the count."""
-    rows = {name: [] for name in COLUMNS}
-    for sample in samples:
-        rows["sample_id"].append(sample.sample_id)
-        rows["domain"].append(sample.domain)
-        rows["question"].append(sample.question)
-        rows["answers"].append(list(sample.answers))
-        rows["image"].append(sample.image)
-        rows["meta"].append(json.dumps(sample.meta, sort_keys=True))
-    ids = pd.Series(rows["sample_id"])
-    if ids.duplicated().any():
-        raise SampleError(f"{path}: duplicate sample ids {sorted(set(ids[ids.duplicated()]))[:5]}")
+METADATA_KEY = "mmneuron"  # the parquet key-value entry holding the file's metadata (JSON)
+
+
+def write_samples(
+    samples: Iterable[Sample], path: str | Path, metadata: dict | None = None, rows_per_group: int = 256
+) -> int:
+    """Write samples to ``path`` (parquet) in row groups of ``rows_per_group``, so that memory holds
+    one group's images at a time; refuse duplicate sample ids. ``metadata`` (a JSON-able dict, or
+    a callable returning one, called once every sample is written) is stored as the file's
+    key-value metadata, read back by :func:`read_metadata`. Returns the count."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pydict(rows, schema=SCHEMA), path)
-    return len(ids)
+    seen: set[str] = set()
+    duplicates: set[str] = set()
+    with pq.ParquetWriter(path, SCHEMA) as writer:
+        for group in _groups(samples, rows_per_group):
+            for sample in group:
+                (duplicates if sample.sample_id in seen else seen).add(sample.sample_id)
+            writer.write_table(_table(group))
+        if not seen:  # a file with no rows still has the schema
+            writer.write_table(_table([]))
+        if metadata is not None and not duplicates:
+            values = metadata() if callable(metadata) else metadata
+            writer.add_key_value_metadata({METADATA_KEY: json.dumps(values, sort_keys=True)})
+    if duplicates:
+        path.unlink()
+        raise SampleError(f"{path}: duplicate sample ids {sorted(duplicates)[:5]}")
+    return len(seen)
+
+
+def _groups(samples: Iterable[Sample], size: int) -> Iterable[list[Sample]]:
+    group = []
+    for sample in samples:
+        group.append(sample)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def _table(samples: list[Sample]) -> pa.Table:
+    rows = {
+        "sample_id": [sample.sample_id for sample in samples],
+        "domain": [sample.domain for sample in samples],
+        "question": [sample.question for sample in samples],
+        "answers": [list(sample.answers) for sample in samples],
+        "image": [sample.image for sample in samples],
+        "meta": [json.dumps(sample.meta, sort_keys=True) for sample in samples],
+    }
+    return pa.Table.from_pydict(rows, schema=SCHEMA)
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The metadata :func:`write_samples` stored in a samples file ({} when it has none)."""
+    path = Path(path)
+    if not path.exists():
+        raise SampleError(f"samples file not found: {path}")
+    try:
+        stored = pq.read_metadata(path).metadata or {}
+    except (pa.ArrowException, OSError) as error:
+        raise SampleError(f"{path}: not a readable parquet samples file ({type(error).__name__})") from None
+    text = stored.get(METADATA_KEY.encode())
+    return json.loads(text) if text else {}
+
+
+def too_many_bad(skipped: list[dict], total: int, max_bad_share: float, what: str = "samples") -> str:
+    """The one line of an error for more bad items than ``max_bad_share`` allows, naming the first five."""
+    listed = "; ".join(f"{entry['sample_id']}: {entry['reason']}" for entry in skipped[:5])
+    more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
+    return f"{len(skipped)} of {total} {what} are bad, more than max_bad_share={max_bad_share}: {listed}{more}"
 
 
 def read_samples(path: str | Path, limit: int | None = None) -> list[Sample]:
