@@ -134,7 +134,7 @@ def test_report_of_the_small_run_has_every_figure_and_a_verdict_per_claim(finish
     results = finished_run[0] / "results"
     markdown = (results / "report.md").read_text()
     figures = sorted(path.relative_to(results).as_posix() for path in (results / "demo").rglob("*.png"))
-    assert figures and all(f"](demo/{figure})" in markdown for figure in figures)  # every analysis figure
+    assert figures and all(f"]({figure})" in markdown for figure in figures)  # every analysis figure
     verdicts = [line for line in markdown.splitlines() if line.startswith("**") and " - " in line]
     assert len(verdicts) == 5 and all(line.split("**")[1] in claims.VERDICTS for line in verdicts)
     for section in SECTIONS:
