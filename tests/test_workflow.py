@@ -361,10 +361,10 @@ def test_the_folder_domain_went_through_every_stage(finished_run):
     assert "pets" in neurons["domains"] and neurons["samples"]["pets"] == PETS["stats"]
     answers = [
         json.loads(line)
-        for path in sorted((workdir / "results/demo/ablation/answers/pets").rglob("*.jsonl"))
+        for path in sorted((workdir / "results/demo/ablation/answers/dape/pets").rglob("*.jsonl"))
         for line in path.read_text().splitlines()
     ]
-    runs = len(list((workdir / "results/demo/ablation/answers/pets").rglob("*.jsonl")))
+    runs = len(list((workdir / "results/demo/ablation/answers/dape/pets").rglob("*.jsonl")))
     assert runs and len(answers) == runs * PETS["eval"]
 
 
