@@ -1,0 +1,190 @@
+"""docvqa: DocVQA single-page questions, from the parquet mirror the authors used or the official JSON.
+
+Two layouts:
+
+- ``--mirror``: the parquet files of ``pixparse/docvqa-single-page-questions`` (columns ``image``
+  {bytes, path}, ``question_id``, ``question``, ``answers`` list, ``other_metadata`` struct with
+  the page file name ``image``, ``ucsf_document_id``, ``ucsf_document_page_no``, ...): one
+  parquet file, a folder holding ``{split}-*.parquet`` (also under ``data/``), or the same on the
+  hub as ``hf://datasets/pixparse/docvqa-single-page-questions`` (read through ``fsspec`` range
+  requests: the text columns first, then only the drawn rows' images).
+- ``--questions``: the official ``{train,val}_v1.0_withQT.json`` (``data`` list of ``questionId``,
+  ``question``, ``image`` "documents/x.png", ``docId``, ``answers``, ``question_types``, ...) with
+  the page images under ``--root`` (default: the JSON's folder).
+
+stats = train, eval = validation (the test split has no answers). One question per page image,
+as the authors did.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from functools import lru_cache, partial
+from pathlib import Path
+
+from .base import Candidate, Skip, SourceError, SourceFile, require, source_file
+
+DOMAIN = "doc"
+SPLITS = {"stats": "train", "eval": "validation"}
+ONE_PER_IMAGE = True
+LICENCE = (
+    "DocVQA (docvqa.org, RRC portal, free registration): no open licence is stated; the page images "
+    "come from the UCSF Industry Documents Library. Research use only; do not re-host. Cite Mathew, "
+    "Karatzas and Jawahar, 'DocVQA: A Dataset for VQA on Document Images', WACV 2021. The hub mirror "
+    "pixparse/docvqa-single-page-questions labels itself MIT, an unofficial label."
+)
+TEXT_COLUMNS = ["question_id", "question", "answers", "other_metadata"]
+PAGE_META = ("ucsf_document_id", "ucsf_document_page_no", "doc_id", "docId", "question_types")
+
+
+def add_arguments(group) -> None:
+    group.add_argument(
+        "--mirror",
+        help="parquet file or folder in the pixparse/docvqa-single-page-questions layout, or an hf:// URL of it",
+    )
+    group.add_argument(
+        "--questions", type=Path, help="official DocVQA JSON (train_v1.0_withQT.json, val_v1.0_withQT.json)"
+    )
+    group.add_argument(
+        "--root", type=Path, help="folder the JSON's image paths are relative to (default: the JSON's folder)"
+    )
+
+
+def candidates(args, split: str):
+    if bool(args.mirror) == bool(args.questions):
+        raise SourceError("docvqa: give either --mirror (parquet) or --questions (official JSON)")
+    if args.mirror:
+        yield from _mirror(str(args.mirror), SPLITS[split])
+    else:
+        yield from _official(args.questions, args.root)
+
+
+# --- the parquet mirror -----------------------------------------------------------------------
+
+
+def _remote(location: str) -> bool:
+    return "://" in location
+
+
+def _parquet_files(location: str, split: str) -> list[str]:
+    if _remote(location):
+        import fsspec
+
+        fs, _, _ = fsspec.get_fs_token_paths(location)
+        root = location.split("://", 1)[1].rstrip("/")
+        try:
+            files = [
+                f for f in fs.find(root) if posixpath.basename(f).startswith(f"{split}-") and f.endswith(".parquet")
+            ]
+        except OSError as error:
+            raise SourceError(
+                f"cannot list the docvqa mirror at {location} ({type(error).__name__}: {error})"
+            ) from None
+        protocol = location.split("://", 1)[0]
+        files = [f"{protocol}://{f}" for f in files]
+    else:
+        path = require(
+            Path(location), "docvqa parquet mirror (--mirror)", "download pixparse/docvqa-single-page-questions"
+        )
+        if path.is_file():
+            return [str(path)]
+        files = [str(f) for f in path.rglob(f"{split}-*.parquet")]
+    if not files:
+        raise SourceError(f"{location}: no {split}-*.parquet file of pixparse/docvqa-single-page-questions found")
+    return sorted(files)
+
+
+def _open(location: str):
+    if _remote(location):
+        import fsspec
+
+        return fsspec.open(location, mode="rb", block_size=1 << 20).open()
+    return open(location, "rb")
+
+
+def _mirror(location: str, split: str):
+    import pyarrow.parquet as pq
+
+    for file in _parquet_files(location, split):
+        yield SourceFile(file) if _remote(file) else source_file(file)
+        try:
+            with _open(file) as handle:
+                parquet = pq.ParquetFile(handle)
+                missing = [name for name in [*TEXT_COLUMNS, "image"] if name not in parquet.schema_arrow.names]
+                if missing:
+                    raise SourceError(f"{file}: missing column(s) {missing}; expected the pixparse docvqa layout")
+                groups = [
+                    parquet.read_row_group(g, columns=TEXT_COLUMNS).to_pylist() for g in range(parquet.num_row_groups)
+                ]
+        except OSError as error:
+            raise SourceError(f"{file}: not a readable parquet file ({type(error).__name__})") from None
+        for group, rows in enumerate(groups):
+            for index, row in enumerate(rows):
+                yield _mirror_row(file, group, index, row)
+
+
+def _mirror_row(file: str, group: int, index: int, row: dict) -> Candidate | Skip:
+    sample_id = f"docvqa-{row.get('question_id')}"
+    where = f"{posixpath.basename(file)} row group {group} row {index}"
+    other = row.get("other_metadata") or {}
+    page = other.get("image")
+    problem = _problem(row.get("question"), row.get("answers"), page)
+    if problem or row.get("question_id") is None:
+        return Skip(sample_id, f"{where}: {problem or 'no question_id'}")
+    meta = {"question_id": row["question_id"], "page": page, "file": posixpath.basename(file)}
+    meta.update({key: other[key] for key in PAGE_META if other.get(key) is not None})
+    load = partial(_mirror_image, file, group, index)
+    return Candidate(sample_id, row["question"].strip(), [str(a) for a in row["answers"]], load, meta, page)
+
+
+@lru_cache(maxsize=1)
+def _image_column(file: str, group: int) -> list:
+    """One row group's images (the last one read is kept: neighbours in a group are often drawn together)."""
+    import pyarrow.parquet as pq
+
+    with _open(file) as handle:
+        return pq.ParquetFile(handle).read_row_group(group, columns=["image"]).column("image").to_pylist()
+
+
+def _mirror_image(file: str, group: int, index: int) -> bytes:
+    image = _image_column(file, group)[index] or {}
+    if not image.get("bytes"):
+        raise ValueError("the parquet row holds no image bytes")
+    return image["bytes"]
+
+
+# --- the official JSON ------------------------------------------------------------------------
+
+
+def _official(questions: Path, root: Path | None):
+    path = require(questions, "DocVQA questions (--questions)", "download it from https://rrc.cvc.uab.es/?ch=17")
+    root = require(root or path.parent, "DocVQA image folder (--root)", "unpack the split's documents/ folder there")
+    yield source_file(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))["data"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+        raise SourceError(f"{path}: not a DocVQA JSON with a 'data' list ({type(error).__name__})") from None
+    for number, row in enumerate(data):
+        if not isinstance(row, dict):
+            yield Skip(f"docvqa-row{number}", f"{path.name} entry {number}: not an object")
+            continue
+        sample_id = f"docvqa-{row.get('questionId', f'row{number}')}"
+        problem = _problem(row.get("question"), row.get("answers"), row.get("image"))
+        if problem or row.get("questionId") is None:
+            yield Skip(sample_id, f"{path.name} entry {number}: {problem or 'no questionId'}")
+            continue
+        meta = {"question_id": row["questionId"], "page": row["image"], "file": path.name}
+        meta.update({key: row[key] for key in PAGE_META if row.get(key) is not None})
+        load = (root / row["image"]).read_bytes
+        yield Candidate(sample_id, row["question"].strip(), [str(a) for a in row["answers"]], load, meta, row["image"])
+
+
+def _problem(question, answers, page) -> str | None:
+    if not isinstance(question, str) or not question.strip():
+        return "no question"
+    if not isinstance(answers, list) or not answers or not all(isinstance(a, str) and a.strip() for a in answers):
+        return "no answers"
+    if not isinstance(page, str) or not page:
+        return "no page image name"
+    return None
