@@ -230,9 +230,10 @@ def test_samples_metadata_round_trips_and_duplicates_are_still_refused(tmp_path)
 
 
 def test_the_registry_names_its_sources_and_refuses_others():
-    assert set(SOURCES) >= {"folder"}
-    assert load_source("folder").candidates
-    with pytest.raises(SourceError, match="unknown dataset source 'nope'; known: folder"):
+    assert set(SOURCES) >= {"docvqa", "folder", "lingoqa", "rsvqa"}
+    for name in SOURCES:
+        assert load_source(name).candidates
+    with pytest.raises(SourceError, match="unknown dataset source 'nope'; known: docvqa, folder, lingoqa"):
         load_source("nope")
 
 

@@ -15,7 +15,12 @@ from types import ModuleType
 from .base import SourceError
 
 # One name per line, so that branches adding sources merge cleanly.
-SOURCES = ("folder",)
+SOURCES = (
+    "docvqa",
+    "folder",
+    "lingoqa",
+    "rsvqa",
+)
 
 
 def load_source(name: str) -> ModuleType:
