@@ -14,13 +14,8 @@ from types import ModuleType
 
 from .base import SourceError
 
-# One name per line, so that branches adding sources merge cleanly.
-SOURCES = (
-    "docvqa",
-    "folder",
-    "lingoqa",
-    "rsvqa",
-)
+# Every source module under this package, by its command-line name.
+SOURCES = ("docvqa", "folder", "lingoqa", "rsvqa")
 
 
 def load_source(name: str) -> ModuleType:
