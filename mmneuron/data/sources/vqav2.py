@@ -39,10 +39,7 @@ ONE_PER_IMAGE = True
 DOWNLOADS = "https://visualqa.org/download.html"
 COCO = "http://images.cocodataset.org/zips"
 # COCO 2014 image zips: md5 as quoted in Salesforce LAVIS's builders (COCO publishes none itself).
-COCO_MD5 = {
-    "train2014.zip": "0da8c0bd3d6becc4dcb32757491aca88",
-    "val2014.zip": "a3d79f5ed8d289b7a7554ce06a5782b3",
-}
+COCO_MD5 = {"train2014.zip": "0da8c0bd3d6becc4dcb32757491aca88", "val2014.zip": "a3d79f5ed8d289b7a7554ce06a5782b3"}
 ANSWERS = 10
 TEXT_COLUMNS = [
     "question_id",
@@ -202,7 +199,9 @@ def _images(root: Path, args, split: str):
             )
     remote = location.startswith(("http://", "https://"))
     if not remote:
-        path = require(Path(location), "COCO images (--images)", f"give the {split}2014 folder or {COCO}/{split}2014.zip")
+        path = require(
+            Path(location), "COCO images (--images)", f"give the {split}2014 folder or {COCO}/{split}2014.zip"
+        )
         if path.is_dir():
             return lambda name: (path / name).read_bytes()
         expected = COCO_MD5.get(path.name) if args.verify_images else None
@@ -237,7 +236,9 @@ def _parquet_files(location: str, split: str) -> list[str]:
         fs, _, _ = fsspec.get_fs_token_paths(location)
         root = location.split("://", 1)[1].rstrip("/")
         try:
-            found = [f for f in fs.find(root) if posixpath.basename(f).startswith(f"{split}-") and f.endswith(".parquet")]
+            found = [
+                f for f in fs.find(root) if posixpath.basename(f).startswith(f"{split}-") and f.endswith(".parquet")
+            ]
         except OSError as error:
             raise SourceError(f"cannot list the vqav2 mirror at {location} ({type(error).__name__}: {error})") from None
         protocol = location.split("://", 1)[0]
