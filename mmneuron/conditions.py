@@ -1,7 +1,9 @@
 """Ablation conditions: which sites are deactivated, whose neurons, and the random controls.
 
 A condition is named by the sites it deactivates: ``none``, one site (``lm``), sites joined by
-``+`` (``qformer+query``) or ``all`` (every site of the neuron file). Applied to an evaluation
+``+`` (``qformer+query``) or ``all`` (every site of the neuron file), optionally followed by ``@``
+and how (:func:`parse_intervention`): ``lm@mean``, ``all@x2_image``, ``lm@text_prefill``. Without
+it the neurons output the fixed value (0, the paper's) at every position and step. Applied to an evaluation
 domain it deactivates a *source* domain's neurons in those sites - the evaluation domain itself,
 or another one for the cross-domain matrix - or, as the random control, as many random neurons
 per site and layer as that set has, drawn uniformly without replacement from the same site and
@@ -11,13 +13,20 @@ control is its own draw, the same in every stage that asks for it (ablation and 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mmneuron.counts import Counts, mean_activations
 from mmneuron.errors import MmneuronError
+from mmneuron.hooks.deactivate import FIXED, IMAGE, MEAN, SCALE, TEXT, Deactivation, Intervention
+from mmneuron.models.sites import ResolvedSite
 from mmneuron.selection import Selection
 from mmneuron.selectors.random import random_control
 
 NONE, ALL = "none", "all"
+MARK = "@"  # between a condition's sites and its intervention
+PREFILL = "prefill"
 OWN, RANDOM = "domain", "random"  # the kinds of neuron sets (the ``control`` field of the outputs)
 # The paper's conditions (docs/method.md, section 5), by model type.
 PAPER_CONDITIONS = {
@@ -32,8 +41,45 @@ class ConditionError(MmneuronError):
     """A condition that cannot be applied: bad name, unknown site or domain."""
 
 
+def parse_intervention(name: str, value: float = 0.0) -> Intervention:
+    """The intervention of condition ``name``: its part after ``@``, words joined by ``_`` in this
+    order, each optional - what (``mean``: the neuron's mean activation; ``x<factor>``: its output
+    times the factor; neither: the fixed ``value``), where (``image`` or ``text`` positions; neither:
+    all) and when (``prefill``: the prefill only; else every step too)."""
+    sites, mark, spec = name.partition(MARK)
+    if not mark:
+        return Intervention(value=value)
+    words = spec.split("_")
+    mode, factor, positions, prefill = FIXED, 1.0, ALL, False
+    if words and words[0] == MEAN:
+        mode = MEAN
+        words.pop(0)
+    elif words and words[0].startswith("x"):
+        try:
+            factor = float(words[0][1:])
+        except ValueError:
+            factor = math.nan
+        if not math.isfinite(factor):
+            raise ConditionError(f"condition {name!r}: {words[0]!r} is not x<factor> with a finite number")
+        mode = SCALE
+        words.pop(0)
+    if words and words[0] in (IMAGE, TEXT):
+        positions = words.pop(0)
+    if words and words[0] == PREFILL:
+        prefill = True
+        words.pop(0)
+    if words or sites == NONE or spec == "":
+        raise ConditionError(
+            f"condition {name!r}: expected SITES@[mean|x<factor>][_image|_text][_prefill], with at least one "
+            "of them, in this order" + ("; 'none' changes nothing" if sites == NONE else "")
+        )
+    return Intervention(mode=mode, value=value, factor=factor, positions=positions, prefill_only=prefill)
+
+
 def condition_sites(name: str, available: list[str]) -> tuple[str, ...]:
     """The sites that condition ``name`` deactivates, out of the ``available`` ones (in their order)."""
+    parse_intervention(name)  # names a malformed intervention
+    name = name.partition(MARK)[0]
     if name == NONE:
         return ()
     if name == ALL:
@@ -64,6 +110,32 @@ class Condition:
     def __post_init__(self) -> None:
         if self.name == NONE and (self.seed is not None or self.source is not None):
             raise ConditionError("condition 'none' deactivates nothing: it takes no random seed or source domain")
+        parse_intervention(self.name)
+
+    def intervention(self, value: float = 0.0) -> Intervention:
+        """How the neurons are changed, the fixed ones set to ``value``."""
+        return parse_intervention(self.name, value)
+
+    def deactivation(
+        self,
+        sites: Sequence[ResolvedSite],
+        selection: Selection,
+        domain: str,
+        value: float = 0.0,
+        counts: Sequence[Counts] | None = None,
+    ) -> Deactivation:
+        """The condition's :class:`Deactivation` for evaluating ``domain``; a ``mean`` intervention
+        takes the mean activations of every domain's ``counts`` pooled, over the positions it changes."""
+        intervention = self.intervention(value)
+        means = None
+        if intervention.mode == MEAN:
+            if not counts:
+                raise ConditionError(
+                    f"condition {self.name!r} sets neurons to their mean activation: it needs the activation "
+                    "statistics (--stats)"
+                )
+            means = mean_activations(counts, scope=intervention.positions)
+        return Deactivation(sites, self.neurons(selection, domain), intervention, means)
 
     @property
     def run(self) -> str:

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from mmneuron.conditions import Condition
+from mmneuron.counts import Counts
 from mmneuron.data.samples import Sample
 from mmneuron.defaults import EVALUATION, PERTURBATION
 from mmneuron.errors import MmneuronError
@@ -157,6 +158,8 @@ def perturbation(
             # called only within this iteration, so the loop variables are the current ones
             distance[index], rel[index] = compare(clean[index], hidden[union.to(hidden.device)])  # noqa: B023
 
+        if deactivation.intervention.needs_positions:
+            deactivation.set_positions(scope_masks(model, inputs))
         with deactivation:
             each_layer_output(model, inputs, measure)
         device = union.device
@@ -227,9 +230,11 @@ def run_perturbation(
     value: float = 0.0,
     model_name: str = "",
     progress: bool = True,
+    counts: Sequence[Counts] | None = None,
 ) -> PerturbationRun:
     """The perturbation of every condition over ``samples`` (any mix of domains; batches never mix
-    domains). Each domain gets its own neurons (or their random control) deactivated.
+    domains). Each domain gets its own neurons (or their random control) deactivated; ``counts``
+    (every domain's statistics) give the mean activations of conditions that ask for them.
 
     Prompts: ``prompts[domain]`` or ``prompt``, filled in by the input path as the ablation's are
     (``{question}``, ``{options}``, meta fields; with ``chat`` one user turn of the chat template).
@@ -266,7 +271,7 @@ def run_perturbation(
     for domain, batch, encoded, skipped in batches:
         run.skipped += skipped
         if domain not in deactivations:
-            deactivations[domain] = {c: Deactivation(sites, c.neurons(selection, domain), value) for c in conditions}
+            deactivations[domain] = {c: c.deactivation(sites, selection, domain, value, counts) for c in conditions}
             for condition, deactivation in deactivations[domain].items():
                 run.deactivated[condition, domain] = deactivation.count
         if encoded is None:

@@ -16,6 +16,8 @@ rule ablate:
         model=model_files,
         neurons=neurons_file,
         data="data/{domain}/eval.parquet",
+        # every domain's statistics, only for a group with a run at the neurons' mean activation
+        stats=ablation_statistics,
     output:
         "results/{model}/ablation/jobs/{method}/{domain}/group{group}.{scatteritem}.jsonl",
     log:
@@ -46,6 +48,7 @@ rule ablate:
         temperature=option("--temperature", ABLATION["temperature"]),
         seed=option("--seed", config["seed"]),
         value=option("--value", ABLATION["value"]),
+        stats=lambda wildcards, input: options("--stats", input.stats),
         device=DEVICE,
         dtype=model_dtype,
         device_map=model_device_map,
@@ -55,7 +58,7 @@ rule ablate:
         "python -m mmneuron ablate {params.model} --name {wildcards.model} --neurons {input.neurons}"
         " --data {input.data} {params.runs} {params.shard} --out {output}"
         " {params.prompt} {params.chat} {params.likelihood} {params.batch_size} {params.max_new_tokens}"
-        " {params.decoding} {params.temperature} {params.seed} {params.value}"
+        " {params.decoding} {params.temperature} {params.seed} {params.value} {params.stats}"
         " {params.device} {params.dtype} {params.device_map} {params.attn_implementation} {params.trust_remote_code}"
         " --threads {threads} > {log} 2>&1"
 

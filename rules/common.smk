@@ -226,6 +226,17 @@ def domain_groups(model, domain, method):
     return range(1, min(ABLATION_GROUPS, len(domain_runs(model, domain, method))) + 1)
 
 
+def mean_statistics(model, runs):
+    """Every domain's activation statistics where a run sets neurons to their mean activation (`SITES@mean...`)."""
+    if any("@mean" in run for run in runs):
+        return [f"results/{model}/counts/{domain}.safetensors" for domain in DOMAINS]
+    return []
+
+
+def ablation_statistics(wildcards):
+    return mean_statistics(wildcards.model, group_runs(wildcards))
+
+
 def ablation_jobs(wildcards):
     """Every answers file of a method's ablation jobs on a domain: each group's shards, in order."""
     stem = f"results/{wildcards.model}/ablation/jobs/{wildcards.method}/{wildcards.domain}"
@@ -239,8 +250,16 @@ def ablation_jobs(wildcards):
 # Hidden-state perturbation (rules/perturbation.smk): conditions and random seeds default to the
 # ablation's (null); an empty list of seeds means no random controls. The evaluation split takes the
 # evaluation prompts, the statistics split the lens' prompt.
+def perturbation_condition_names(model):
+    return config["perturbation"]["conditions"] or model_conditions(model)
+
+
 def perturbation_conditions(wildcards):
-    return options("--conditions", config["perturbation"]["conditions"] or model_conditions(wildcards.model))
+    return options("--conditions", perturbation_condition_names(wildcards.model))
+
+
+def perturbation_statistics(wildcards):
+    return mean_statistics(wildcards.model, perturbation_condition_names(wildcards.model))
 
 
 PERTURBATION_SEEDS = (

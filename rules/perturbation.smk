@@ -12,6 +12,7 @@ rule perturbation:
         model=model_files,
         neurons="results/{model}/neurons.json",
         data=expand("data/{domain}/{split}.parquet", domain=DOMAINS, split=PERTURBATION["split"]),
+        stats=perturbation_statistics,
     output:
         table="results/{model}/perturbation/perturbation.csv",
         summary="results/{model}/perturbation/summary.json",
@@ -36,6 +37,7 @@ rule perturbation:
         prompts=lambda wildcards: key_values("--prompts", PERTURBATION_PROMPTS),
         chat=perturbation_chat,
         value=option("--value", config["ablation"]["value"]),
+        stats=lambda wildcards, input: options("--stats", input.stats),
         device=DEVICE,
         dtype=model_dtype,
         device_map=model_device_map,
@@ -45,6 +47,6 @@ rule perturbation:
         "python -m mmneuron perturb {params.model} --name {wildcards.model} --neurons {input.neurons}"
         " --data {input.data} {params.conditions} {params.seeds} --out {output.table} --summary {output.summary}"
         " --figures {output.figures} {params.samples} {params.batch_size} {params.prompt} {params.prompts}"
-        " {params.chat} {params.value}"
+        " {params.chat} {params.value} {params.stats}"
         " {params.device} {params.dtype} {params.device_map} {params.attn_implementation} {params.trust_remote_code}"
         " --threads {threads} > {log} 2>&1"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,6 +18,7 @@ from mmneuron.cli import main
 from mmneuron.conditions import PAPER_CONDITIONS, Condition, ConditionError, condition_sites, random_control
 from mmneuron.data import synthetic
 from mmneuron.data.samples import Sample, encode_png, write_samples
+from mmneuron.extract import extract_counts
 from mmneuron.models.demo import build_demo_model, build_demo_processor
 from mmneuron.models.inputs import LEFT, InputError, build_prompt, encode
 from mmneuron.models.sites import image_prompt, resolve_sites, site_names
@@ -52,6 +55,23 @@ def test_condition_names():
             condition_sites(name, list(site_names(model_type)))
     with pytest.raises(ConditionError, match="none"):
         Condition("none", seed=1)
+    assert condition_sites("vision+projector@mean_image", sites) == ("vision", "projector")
+    assert Condition("all@x2.5_text_prefill").intervention(0.5).record() == {
+        "mode": "scale",
+        "factor": 2.5,
+        "positions": "text",
+        "prefill_only": True,
+    }
+    assert Condition("lm").intervention(0.5).record() == {
+        "mode": "fixed",
+        "value": 0.5,
+        "positions": "all",
+        "prefill_only": False,
+    }
+    assert Condition.from_run("lm@mean/random2") == Condition("lm@mean", seed=2)
+    for bad in ("lm@", "lm@image_mean", "lm@prefill_image", "lm@x", "lm@xnan", "lm@mean_mean", "none@x2"):
+        with pytest.raises(ConditionError, match="condition"):
+            condition_sites(bad, sites)
 
 
 def test_own_and_cross_domain_neurons(llava_next):
@@ -115,6 +135,34 @@ def test_random_controls_are_independent_per_domain_and_condition():
 
 
 # --- prompts, answers, likelihood ---------------------------------------------------------------
+
+
+def test_interventions_through_the_answering_path():
+    """Equivalences no intervention can meet by accident: x1 is no change, x0 and a zero mean are 0,
+    and an image-only intervention is prefill-only anyway (decoding steps are text)."""
+    processor = build_demo_processor(synthetic.vocabulary())
+    model = build_demo_model(processor, seed=3).eval()
+    selection = selection_for(model, {"rs": {"lm": [(layer, n) for layer in range(4) for n in range(0, 192, 3)]}})
+    samples = _mixed_samples("rs", 4)
+    settings = Settings(prompt="{question}", chat=True, batch_size=2, max_new_tokens=4)
+    names = ["none", "lm", "lm@x1", "lm@x0", "lm@mean", "lm@image", "lm@image_prefill", "lm@text"]
+    counts = extract_counts(model, processor, _mixed_samples("rs", 2), progress=False)
+    with pytest.raises(ConditionError, match="'lm@mean' sets neurons to their mean activation"):
+        run_ablation(model, processor, samples, selection, [Condition("lm@mean")], settings, "demo", progress=False)
+    zero = dataclasses.replace(counts, sums={key: torch.zeros_like(value) for key, value in counts.sums.items()})
+    records, _ = run_ablation(
+        model, processor, samples, selection, [Condition(n) for n in names], settings, "demo", False, [zero]
+    )
+    out = {n: [(r["prediction"], r["reference_loglik"]) for r in records if r["condition"] == n] for n in names}
+    assert all(len(answers) == 4 for answers in out.values())
+    assert out["lm@x1"] == out["none"]
+    assert out["lm@x0"] == out["lm"] and out["lm@mean"] == out["lm"]
+    assert out["lm@image"] == out["lm@image_prefill"]
+    logliks = {n: [loglik for _, loglik in answers] for n, answers in out.items()}
+    assert len({tuple(logliks[n]) for n in ("none", "lm", "lm@image", "lm@text")}) == 4
+    mean = next(r for r in records if r["condition"] == "lm@mean")
+    assert mean["intervention"] == {"mode": "mean", "positions": "all", "prefill_only": False}
+    assert mean["deactivated"] == 4 * 64
 
 
 def test_prompts_from_templates():

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mmneuron.hooks.deactivate import Deactivation, DeactivationError, deactivate
+from mmneuron.hooks.deactivate import Deactivation, DeactivationError, Intervention, deactivate
 from mmneuron.hooks.record import ActivationRecorder
 from mmneuron.models.sites import image_prompt, image_token_id, resolve_sites
 from mmneuron.models.tiny import build_tiny
@@ -137,7 +137,7 @@ def test_leaving_restores_bit_identical_logits_also_after_an_error(llava_next):
 def test_a_value_other_than_zero_and_an_empty_set(llava_next):
     model, _, sites, inputs = llava_next
     clean_logits, _ = _forward(model, inputs, sites)
-    with torch.no_grad(), Deactivation(sites, {"lm": [(1, 5)]}, value=2.5), capture(sites) as seen:
+    with torch.no_grad(), Deactivation(sites, {"lm": [(1, 5)]}, Intervention(value=2.5)), capture(sites) as seen:
         model(**inputs)
     assert torch.all(seen["lm", 1][0][..., 5] == 2.5)
     logits, _ = _forward(model, inputs, sites, {"lm": []})
@@ -172,3 +172,110 @@ def test_instructblip_qformer_and_query_sites():
             assert seen[site, layer] and all(torch.all(call[..., neuron] == 0) for call in seen[site, layer])
     assert len(seen["lm", 1]) == 3  # prefill and two decoding steps
     assert _hook_count(sites) == 0
+
+
+def _raw_and_seen(model, sites, deactivation, run):
+    """Every call's output of every site's modules before the deactivation's hooks (raw) and after (seen)."""
+    with torch.no_grad(), capture(sites) as raw, deactivation, capture(sites) as seen:
+        run()
+    return raw, seen
+
+
+def _scopes(model, inputs):
+    """Image and text positions by hand: the image token's positions, and the other real ones."""
+    real = inputs["attention_mask"].bool()
+    image = (inputs["input_ids"] == image_token_id(model)) & real
+    return {"image": image, "text": real & ~image}
+
+
+def test_mean_and_scale_interventions_against_the_modules_own_outputs(llava_next):
+    model, _, sites, inputs = llava_next
+    neurons = {"lm": [(0, 3), (1, 9)], "vision": [(1, 4)]}
+    means = {"lm": torch.arange(2 * 64, dtype=torch.float64).reshape(2, 64) / 7, "vision": torch.full((3, 64), -0.5)}
+    mean = Deactivation(sites, neurons, Intervention(mode="mean"), means)
+    raw, seen = _raw_and_seen(model, sites, mean, lambda: model(**inputs))
+    for site, pairs in neurons.items():
+        for layer, neuron in pairs:
+            expected = means[site][layer, neuron].float()
+            assert torch.all(seen[site, layer][0][..., neuron] == expected)
+            rest = [n for n in range(64) if n != neuron]
+            assert torch.equal(seen[site, layer][0][..., rest], raw[site, layer][0][..., rest])
+    scale = Deactivation(sites, neurons, Intervention(mode="scale", factor=3.0))
+    raw, seen = _raw_and_seen(model, sites, scale, lambda: model(**inputs))
+    for site, pairs in neurons.items():
+        for layer, neuron in pairs:
+            torch.testing.assert_close(seen[site, layer][0][..., neuron], 3.0 * raw[site, layer][0][..., neuron])
+            assert raw[site, layer][0][..., neuron].abs().sum() > 0
+    with pytest.raises(DeactivationError, match="site 'lm': mean activations of 2 layers x 64 neurons.*got none"):
+        Deactivation(sites, neurons, Intervention(mode="mean"), {"vision": means["vision"]})
+    with pytest.raises(DeactivationError, match="got shape \\(2, 63\\)"):
+        Deactivation(sites, neurons, Intervention(mode="mean"), {**means, "lm": torch.zeros(2, 63)})
+
+
+@pytest.mark.parametrize("positions", ["image", "text"])
+def test_image_or_text_positions_only(llava_next, positions):
+    model, _, sites, inputs = llava_next
+    neurons = {"lm": [(0, 5), (1, 2)], "vision": [(0, 7)], "projector": [(0, 1)]}
+    deactivation = Deactivation(sites, neurons, Intervention(positions=positions))
+    # the vision tower and the projector see image positions only: text-only leaves them alone
+    assert deactivation.count == (4 if positions == "image" else 2)
+    deactivation.set_positions(_scopes(model, inputs))
+    raw, seen = _raw_and_seen(model, sites, deactivation, lambda: model(**inputs))
+    where = _scopes(model, inputs)[positions]
+    assert where.any() and (~where).any()
+    for layer, neuron in neurons["lm"]:
+        out, own = seen["lm", layer][0][..., neuron], raw["lm", layer][0][..., neuron]
+        assert torch.all(out[where] == 0)
+        assert torch.equal(out[~where], own[~where]) and own[~where].abs().sum() > 0
+    for site in ("vision", "projector"):
+        ((layer, neuron),) = neurons[site]
+        out = seen[site, layer][0][..., neuron]
+        assert torch.all(out == 0) if positions == "image" else torch.equal(out, raw[site, layer][0][..., neuron])
+
+
+def test_prefill_only_in_generation_and_in_a_teacher_forced_answer(llava_next):
+    model, _, sites, inputs = llava_next
+    neurons = {"lm": [(1, 11)], "vision": [(1, 0)]}
+    deactivation = Deactivation(sites, neurons, Intervention(mode="scale", factor=-1.0, prefill_only=True))
+    deactivation.set_positions(_scopes(model, inputs))
+
+    def generate():
+        model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+
+    raw, seen = _raw_and_seen(model, sites, deactivation, generate)
+    calls = list(zip(raw["lm", 1], seen["lm", 1]))
+    assert len(calls) == 3  # the prefill and two decoding steps
+    torch.testing.assert_close(calls[0][1][..., 11], -calls[0][0][..., 11])
+    assert all(torch.equal(after, before) for before, after in calls[1:])
+    torch.testing.assert_close(seen["vision", 1][0][..., 0], -raw["vision", 1][0][..., 0])
+
+    # one forward over prompt and answer: the answer's positions are decoding steps, left alone
+    answer = torch.zeros_like(inputs["attention_mask"], dtype=torch.bool)
+    answer[:, -2:] = True
+    deactivation.set_positions(_scopes(model, inputs), answer)
+    raw, seen = _raw_and_seen(model, sites, deactivation, lambda: model(**inputs))
+    out, own = seen["lm", 1][0][..., 11], raw["lm", 1][0][..., 11]
+    assert torch.equal(out[answer], own[answer])
+    torch.testing.assert_close(out[~answer], -own[~answer])
+
+
+def test_text_positions_at_every_decoding_step_and_a_missing_set_positions(llava_next):
+    model, _, sites, inputs = llava_next
+    deactivation = Deactivation(sites, {"lm": [(0, 6)]}, Intervention(positions="text"))
+    with torch.no_grad(), pytest.raises(DeactivationError, match="needs the positions of each input"), deactivation:
+        model(**inputs)
+    deactivation.set_positions(_scopes(model, inputs))
+
+    def generate():
+        model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+
+    raw, seen = _raw_and_seen(model, sites, deactivation, generate)
+    prefill, *steps = seen["lm", 0]
+    text = _scopes(model, inputs)["text"]
+    assert torch.all(prefill[..., 6][text] == 0)
+    assert torch.equal(prefill[..., 6][~text], raw["lm", 0][0][..., 6][~text])
+    assert len(steps) == 2 and all(torch.all(step[..., 6] == 0) for step in steps)
+    image_only = Deactivation(sites, {"lm": [(0, 6)]}, Intervention(positions="image"))
+    image_only.set_positions(_scopes(model, inputs))
+    raw, seen = _raw_and_seen(model, sites, image_only, generate)
+    assert all(torch.equal(after, before) for before, after in list(zip(raw["lm", 0], seen["lm", 0]))[1:])

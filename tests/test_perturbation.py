@@ -294,6 +294,7 @@ def test_cli_end_to_end(tmp_path, capsys):
         "condition": "lm",
         "control": "domain",
         "seed": None,
+        "intervention": {"mode": "fixed", "value": 0.0, "positions": "all", "prefill_only": False},
         "deactivated": {"med": 20, "rs": 33},
     }
     for stem in ("perturbation_layers", "perturbation_cosine_by_domain", "perturbation_rel_l2_by_domain"):

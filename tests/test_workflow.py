@@ -369,6 +369,32 @@ def test_the_folder_domain_went_through_every_stage(finished_run):
 
 
 @pytest.mark.slow
+def test_a_mean_activation_condition_sets_the_neurons_to_their_pooled_mean(finished_run):
+    import pandas as pd
+
+    from mmneuron.counts import load_many, mean_activations
+    from mmneuron.selection import Selection
+
+    workdir = finished_run[0]
+    records = [
+        json.loads(line)
+        for line in (workdir / "results/demo/ablation/answers/dape/rs/lm@mean/own.jsonl").read_text().splitlines()
+    ]
+    assert records and {r["condition"] for r in records} == {"lm@mean"}
+    assert records[0]["intervention"] == {"mode": "mean", "positions": "all", "prefill_only": False}
+    lm = Selection.load(workdir / "results/demo/neurons.json").sites["lm"]
+    assert records[0]["deactivated"] == len(lm.by_domain["rs"])
+    assert (workdir / "results/demo/ablation/answers/dape/rs/lm@mean/random1.jsonl").is_file()
+    assert (workdir / "results/demo/ablation/answers/margin/rs/lm@mean/own.jsonl").is_file()
+    table = pd.read_csv(workdir / "results/demo/perturbation/perturbation.csv")
+    assert "lm@mean" in set(table["condition"])
+    # the means the jobs used: every domain's statistics pooled, finite, not all zero
+    counts = load_many([workdir / f"results/demo/counts/{domain}.safetensors" for domain in ("ad", "rs", "pets")])
+    means = mean_activations(list(counts.values()))["lm"]
+    assert means.isfinite().all() and means.abs().sum() > 0
+
+
+@pytest.mark.slow
 def test_unchanged_config_reruns_nothing(finished_run):
     workdir = finished_run[0]
     assert reruns(workdir, "--configfile", str(SMALL_CONFIG)) == ({}, set())

@@ -10,7 +10,7 @@ tokens)`` (natural log), and the token count.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from PIL import Image
@@ -41,8 +41,10 @@ def answer_loglik(
     answers: Sequence[str],
     batch_size: int = 8,
     progress: bool = True,
+    on_inputs: Callable[[dict, torch.Tensor], None] | None = None,
 ) -> list[tuple[float, int]]:
-    """Per (prompt, image, answer): (mean log-likelihood per answer token, answer tokens).
+    """Per (prompt, image, answer): (mean log-likelihood per answer token, answer tokens);
+    ``on_inputs`` sees each batch's inputs and answer positions (batch x sequence) before its forward.
 
     Batches are left-padded, so the answers end every row and only the last positions need
     logits (``logits_to_keep`` where the model has it).
@@ -55,6 +57,8 @@ def answer_loglik(
         batch = slice(start, start + batch_size)
         encoded = encode(model, processor, images[batch], prompts[batch], padding_side=LEFT, answers=answers[batch])
         inputs, targets = encoded.inputs, encoded.answer_mask
+        if on_inputs is not None:
+            on_inputs(inputs, targets)
         # logits at position t predict the token at t + 1: keep them from the first answer token's predecessor
         first = int(targets.long().argmax(1).min())
         span = targets.shape[1] - first + 1

@@ -14,11 +14,12 @@ from dataclasses import asdict, dataclass
 from mmneuron.ablation.answers import AblationError
 from mmneuron.ablation.likelihood import answer_loglik, reference_answer
 from mmneuron.conditions import Condition, condition_sites
+from mmneuron.counts import Counts
 from mmneuron.data.samples import Sample, decode_images
 from mmneuron.defaults import ABLATION, DECODINGS, EVALUATION, RUN
 from mmneuron.hooks.deactivate import Deactivation
 from mmneuron.models.generation import decoding_settings, generate_answers
-from mmneuron.models.inputs import build_prompt, check_template
+from mmneuron.models.inputs import build_prompt, check_template, scope_masks
 from mmneuron.models.sites import resolve_sites
 from mmneuron.selection import Selection
 
@@ -39,7 +40,7 @@ class Settings:
     temperature: float = ABLATION.temperature
     seed: int = RUN.seed
     likelihood: bool = ABLATION.likelihood  # also the reference answer's teacher-forced log-likelihood
-    value: float = ABLATION.value  # what a deactivated neuron outputs
+    value: float = ABLATION.value  # what a deactivated neuron outputs (a condition may say otherwise)
 
     def __post_init__(self) -> None:
         if self.decoding not in (GREEDY, COMPAT):
@@ -56,9 +57,11 @@ def run_ablation(
     settings: Settings,
     model_name: str,
     progress: bool = True,
+    counts: Sequence[Counts] | None = None,
 ) -> tuple[list[dict], list[dict]]:
     """Answer ``samples`` (one domain) under each of ``conditions`` with one loaded model:
-    (records, condition by condition in the given order, and skipped samples).
+    (records, condition by condition in the given order, and skipped samples). ``counts`` (every
+    domain's activation statistics) give the mean activations of conditions that ask for them.
 
     Images are decoded and prompts built once; samples with unusable images are skipped, logged
     and returned with the reason.
@@ -74,7 +77,7 @@ def run_ablation(
         raise AblationError(f"a condition is given twice: {[c.run for c in conditions]}")
     sites = resolve_sites(model)
     selection.check_sites(sites)
-    deactivations = [Deactivation(sites, c.neurons(selection, domain), settings.value) for c in conditions]
+    deactivations = [c.deactivation(sites, selection, domain, settings.value, counts) for c in conditions]
 
     kept, images, skipped = decode_images(samples)
     model_type = model.config.model_type
@@ -88,12 +91,23 @@ def run_ablation(
     decoding = decoding_settings(model, processor, settings.max_new_tokens, temperature)
     records = []
     for condition, deactivation in zip(conditions, deactivations):
+        positions = _positions(model, deactivation)
         with deactivation:
             predictions = generate_answers(
-                model, processor, prompts, images, decoding, settings.batch_size, progress, seed=settings.seed
+                model,
+                processor,
+                prompts,
+                images,
+                decoding,
+                settings.batch_size,
+                progress,
+                seed=settings.seed,
+                on_inputs=positions,
             )
             likelihoods = (
-                answer_loglik(model, processor, prompts, images, references, settings.batch_size, progress)
+                answer_loglik(
+                    model, processor, prompts, images, references, settings.batch_size, progress, on_inputs=positions
+                )
                 if settings.likelihood
                 else [(None, None)] * len(kept)
             )
@@ -107,6 +121,7 @@ def run_ablation(
             "domain": domain,
             "sites": list(condition_sites(condition.name, list(selection.sites))),
             "deactivated": deactivation.count,
+            "intervention": deactivation.intervention.record(),
             "selection": {"model": selection.model, **selection.parameters},
             "settings": asdict(settings),
             "generation": decoding,
@@ -130,3 +145,14 @@ def run_ablation(
             )
         ]
     return records, skipped
+
+
+def _positions(model, deactivation: Deactivation):
+    """What gives ``deactivation`` each input's positions, where its intervention needs them."""
+    if not deactivation.intervention.needs_positions:
+        return None
+
+    def set_positions(inputs, answer=None) -> None:
+        deactivation.set_positions(scope_masks(model, inputs), answer)
+
+    return set_positions

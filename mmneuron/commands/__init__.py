@@ -115,6 +115,36 @@ def read_samples_files(paths: list[Path], limit: int | None, option: str) -> lis
     return samples
 
 
+def add_intervention_arguments(parser: argparse.ArgumentParser) -> None:
+    """--value (what a deactivated neuron outputs) and --stats (for conditions NAME@mean...)."""
+    from mmneuron.defaults import ABLATION
+
+    parser.add_argument(
+        "--value", type=float, default=ABLATION.value, help="output of a deactivated neuron (default %(default)s)"
+    )
+    parser.add_argument(
+        "--stats",
+        nargs="+",
+        type=Path,
+        default=[],
+        metavar="COUNTS",
+        help="every domain's activation statistics (safetensors): the mean activations of conditions SITES@mean...",
+    )
+
+
+def load_stats(args: argparse.Namespace, conditions: list) -> list:
+    """The --stats counts where a condition sets neurons to their mean (before the model loads)."""
+    from mmneuron.counts import load_many
+    from mmneuron.hooks.deactivate import MEAN
+
+    means = [c.name for c in conditions if c.intervention().mode == MEAN]
+    if not means:
+        return []
+    if not args.stats:
+        raise CommandError(f"condition {means[0]!r} sets neurons to their mean activation: give --stats COUNTS...")
+    return list(load_many(args.stats).values())
+
+
 def load_model(args: argparse.Namespace):
     """The model and processor the arguments of :func:`add_model_arguments` name."""
     import torch

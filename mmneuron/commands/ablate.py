@@ -8,7 +8,15 @@ from pathlib import Path
 
 from mmneuron.defaults import ABLATION, DECODINGS, EVALUATION, RUN
 
-from . import CommandError, add_model_arguments, load_model, positive_int, shard_spec
+from . import (
+    CommandError,
+    add_intervention_arguments,
+    add_model_arguments,
+    load_model,
+    load_stats,
+    positive_int,
+    shard_spec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +41,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "ablate",
         help="VQA answers of one domain under a group of runs (conditions and controls), one model load (JSONL)",
         description="A run is CONDITION/VARIANT. Conditions: none, a site (lm), sites joined by '+' "
-        "(qformer+query), or all. Variants: own (the evaluated domain's neurons: the samples' domain), "
+        "(qformer+query), or all, optionally with @ and how: SITES@[mean|x<factor>][_image|_text][_prefill] "
+        "(the neurons' mean activation, their output times a factor; image or text positions only; the prefill "
+        "only; default: --value at every position and step). "
+        "Variants: own (the evaluated domain's neurons: the samples' domain), "
         "random<seed> (as many random neurons per site and layer) or from_<domain> (another domain's).",
     )
     add_model_arguments(parser, name_default="the neuron file's")
@@ -57,7 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--temperature", type=float, default=ABLATION.temperature)
     parser.add_argument("--seed", type=int, default=RUN.seed, help="seed of compat sampling")
-    parser.add_argument("--value", type=float, default=ABLATION.value, help="output of a deactivated neuron")
+    add_intervention_arguments(parser)
     parser.add_argument(
         "--likelihood",
         action=argparse.BooleanOptionalAction,
@@ -90,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     selection = Selection.load(args.neurons)
     for condition in conditions:  # before the model loads
         condition_sites(condition.name, list(selection.sites))
+    counts = load_stats(args, conditions)
     every = read_samples(args.data, args.limit)
     if not every:
         raise CommandError(f"--data: no samples in {args.data}")
@@ -102,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
         log.info("%s: shard %d/%d of %s holds no sample", args.out, *args.shard, args.data)
         return 0
     model, processor = load_model(args)
-    records, _ = run_ablation(model, processor, samples, selection, conditions, settings, args.name or selection.model)
+    records, _ = run_ablation(
+        model, processor, samples, selection, conditions, settings, args.name or selection.model, counts=counts
+    )
     write_answers(records, args.out)
     log.info(
         "%s: %d answer(s) of %d run(s) over shard %d/%d (%d sample(s)); %d sample(s) skipped",

@@ -11,9 +11,18 @@ import json
 import logging
 from pathlib import Path
 
-from mmneuron.defaults import ABLATION, PERTURBATION
+from mmneuron.defaults import PERTURBATION
 
-from . import add_model_arguments, add_samples_arguments, key_values, load_model, positive_int, read_samples_files
+from . import (
+    add_intervention_arguments,
+    add_model_arguments,
+    add_samples_arguments,
+    key_values,
+    load_model,
+    load_stats,
+    positive_int,
+    read_samples_files,
+)
 from .ablate import add_evaluation_prompt_arguments
 
 log = logging.getLogger(__name__)
@@ -60,7 +69,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="DOMAIN=TEMPLATE",
         help="a domain's own prompt template instead of --prompt",
     )
-    parser.add_argument("--value", type=float, default=ABLATION.value, help="output of a deactivated neuron")
+    add_intervention_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -79,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     selection = Selection.load(args.neurons)
     for name in args.conditions:  # before the model loads
         condition_sites(name, list(selection.sites))
+    counts = load_stats(args, conditions)
     samples = read_samples_files(args.data, args.limit, "--data")
     model, processor = load_model(args)
     name = args.name or selection.model
@@ -94,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         args.batch_size,
         args.value,
         name,
+        counts=counts,
     )
     table = result.table()
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -109,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
                 "condition": c.name,
                 "control": c.control,
                 "seed": c.seed,
+                "intervention": c.intervention(args.value).record(),
                 "deactivated": {d: n for (cc, d), n in result.deactivated.items() if cc == c},
             }
             for c in conditions

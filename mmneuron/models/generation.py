@@ -9,7 +9,7 @@ padding token ids come from the checkpoint.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from PIL import Image
@@ -65,9 +65,10 @@ def generate_answers(
     batch_size: int = 16,
     progress: bool = True,
     seed: int = 0,
+    on_inputs: Callable[[dict], None] | None = None,
 ) -> list[str]:
     """Answers (special tokens stripped) for each (prompt, image) pair, in order, decoded with
-    ``settings`` (:func:`decoding_settings`)."""
+    ``settings`` (:func:`decoding_settings`); ``on_inputs`` sees each batch's inputs before it is answered."""
     if len(prompts) != len(images):
         raise ValueError(f"{len(prompts)} prompts but {len(images)} images")
     model.eval()
@@ -79,6 +80,8 @@ def generate_answers(
             batch = slice(start, start + batch_size)
             inputs = encode(model, processor, images[batch], prompts[batch], padding_side=LEFT).inputs
             inputs.pop("position_ids", None)  # generate counts positions from the attention mask itself
+            if on_inputs is not None:
+                on_inputs(inputs)
             output = model.generate(**inputs, **settings)
             new_tokens = output[:, inputs["input_ids"].shape[1] :]
             answers += [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]
