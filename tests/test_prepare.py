@@ -230,7 +230,7 @@ def test_samples_metadata_round_trips_and_duplicates_are_still_refused(tmp_path)
 
 
 def test_the_registry_names_its_sources_and_refuses_others():
-    assert set(SOURCES) >= {"docvqa", "folder", "lingoqa", "rsvqa", "vqav2"}
+    assert set(SOURCES) >= {"docvqa", "folder", "lingoqa", "pmc_vqa", "rsvqa", "vqav2"}
     for name in SOURCES:
         assert load_source(name).candidates
     with pytest.raises(SourceError, match="unknown dataset source 'nope'; known: docvqa, folder, lingoqa"):

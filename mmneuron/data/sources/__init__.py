@@ -15,7 +15,7 @@ from types import ModuleType
 from .base import SourceError
 
 # Every source module under this package, by its command-line name.
-SOURCES = ("docvqa", "folder", "lingoqa", "rsvqa", "vqav2")
+SOURCES = ("docvqa", "folder", "lingoqa", "pmc_vqa", "rsvqa", "vqav2")
 
 
 def load_source(name: str) -> ModuleType:
