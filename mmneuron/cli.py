@@ -24,6 +24,7 @@ COMMANDS = (
     "extract",
     "merge",
     "select",
+    "import_neurons",
     "compare_methods",
     "sample_curve",
     "lens",

@@ -18,6 +18,7 @@ DECODINGS = ("greedy", "compat")  # greedy, or sampled at a temperature with a s
 DEMO_DOMAINS = ("ad", "med", "rs", "com", "doc")  # the synthetic demo's domains, standing in for the paper's five
 # neuron selectors (mmneuron.selectors, docs/selectors.md): DAPE, the margin, MINER's four strategies, random
 SELECTION_METHODS = ("dape", "margin", "miner_adaptive", "miner_la_mu", "miner_lu_ma", "miner_uniform", "random")
+EXTERNAL_METHOD = "external"  # the method of neuron sets imported from a LAPE-format file (mmneuron.external)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class Selection:
     match_sizes: bool = False  # every method takes as many neurons per site and domain as DAPE
     miner_weights: dict = field(default_factory=lambda: {"prob": 0.0, "mean": 0.5, "max": 0.5})  # MINER's default mix
     curve_shards: int | None = None  # shards per domain the sample-count curve grows to; None: all
+    external: dict = field(default_factory=dict)  # label -> {file, site, names}: LAPE-format sets to ablate
 
 
 @dataclass(frozen=True)

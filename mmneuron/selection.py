@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from .counts import SCOPES, Counts
-from .defaults import SELECTION, SELECTION_METHODS
+from .defaults import EXTERNAL_METHOD, SELECTION, SELECTION_METHODS
 from .errors import MmneuronError
 
 log = logging.getLogger(__name__)
@@ -135,6 +135,11 @@ class Selection:
     sites: dict[str, SiteSelection]
     method: str = METHOD
 
+    @property
+    def label(self) -> str:
+        """The method as answers and score tables name it: an imported file's is ``external_{its label}``."""
+        return f"{EXTERNAL_METHOD}_{self.parameters['label']}" if self.method == EXTERNAL_METHOD else self.method
+
     def to_dict(self) -> dict:
         return {
             "model": self.model,
@@ -165,8 +170,9 @@ class Selection:
             raise SelectionError(f"neurons file not found: {path}") from None
         except json.JSONDecodeError as exc:
             raise SelectionError(f"{path}: not valid JSON ({exc})") from None
-        if data.get("method") not in SELECTION_METHODS:
-            raise SelectionError(f"{path}: method is {data.get('method')!r}, expected one of {list(SELECTION_METHODS)}")
+        methods = [*SELECTION_METHODS, EXTERNAL_METHOD]
+        if data.get("method") not in methods:
+            raise SelectionError(f"{path}: method is {data.get('method')!r}, expected one of {methods}")
         try:
             return cls(
                 method=data["method"],

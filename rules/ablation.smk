@@ -1,5 +1,6 @@
 # Deactivation experiment. A domain's runs per selection method (every condition with the domain's own neurons;
-# for DAPE also their random controls and other domains' neurons for the cross-domain matrix; rules/common.smk)
+# for DAPE also their random controls and other domains' neurons for the cross-domain matrix; for an external
+# set each of its sets at its site; rules/common.smk)
 # are answered by `ablation.groups` groups of jobs, each over `ablation.shards` shards of the samples
 # (Snakemake's scatter `generation`; a shard is whole batches, so shards gather exactly): every job loads the
 # model once for all the runs of its group. `mmneuron gather-answers` then writes one file per run and domain:
@@ -9,6 +10,31 @@
 
 ABLATION = config["ablation"]
 EVALUATION = config["evaluation"]
+
+
+# An external set (`selection.external`, LAPE's format) as a neurons file of the model's site: its layer count and
+# width are checked against the model built from its config (no weights read). Beside results/{model}/neurons/,
+# which is the selection's (and DVC's neurons stage's); imported here, in the ablation stage, which uses it.
+rule import_neurons:
+    input:
+        sets=lambda wildcards: EXTERNAL[wildcards.label]["file"],
+        model=model_files,
+    output:
+        "results/{model}/external/{label}.json",
+    log:
+        "logs/neurons/{model}.external_{label}.log",
+    wildcard_constraints:
+        label="|".join(EXTERNAL) or "no-label",
+    conda:
+        "../envs/mmneuron.yaml"
+    params:
+        model=model_option,
+        site=lambda wildcards: option("--site", EXTERNAL[wildcards.label]["site"]),
+        names=lambda wildcards: options("--names", EXTERNAL[wildcards.label]["names"]),
+        trust_remote_code=model_trust_remote_code,
+    shell:
+        "python -m mmneuron import-neurons {input.sets} {params.model} --name {wildcards.model} {params.site}"
+        " {params.names} --label {wildcards.label} {params.trust_remote_code} --out {output} > {log} 2>&1"
 
 
 rule ablate:
@@ -81,7 +107,12 @@ rule ablation_answers:
 
 rule score_ablation:
     input:
-        expand("results/{{model}}/ablation/answers/{method}/{domain}", method=METHODS, domain=DOMAINS),
+        # every selection method's answers and every external set's
+        expand(
+            "results/{{model}}/ablation/answers/{method}/{domain}",
+            method=METHODS + EXTERNAL_METHODS,
+            domain=DOMAINS,
+        ),
     output:
         scores="results/{model}/ablation/scores.csv",
         random="results/{model}/ablation/scores_random.csv",

@@ -153,8 +153,16 @@ METHODS = config["selection"]["methods"]
 OTHER_METHODS = [method for method in METHODS if method != "dape"]
 
 
+# Neuron sets from elsewhere (`selection.external`): each label is the method external_{label}, imported per
+# model by `mmneuron import-neurons` (rules/neurons.smk) and ablated with each of its sets at its site.
+EXTERNAL = config["selection"]["external"]
+EXTERNAL_METHODS = [f"external_{label}" for label in EXTERNAL]
+
+
 def neurons_path(model, method):
     """The neuron file of `method` for `model`."""
+    if method in EXTERNAL_METHODS:  # beside, not in, the selection's folder (DVC: the ablation stage imports them)
+        return f"results/{model}/external/{method.removeprefix('external_')}.json"
     return f"results/{model}/neurons.json" if method == "dape" else f"results/{model}/neurons/{method}.json"
 
 
@@ -202,6 +210,9 @@ def model_conditions(model):
 def domain_runs(model, domain, method="dape"):
     """Every run of `method` for `model` evaluated on `domain`, in a fixed order."""
     ablation = config["ablation"]
+    if method in EXTERNAL_METHODS:
+        entry = EXTERNAL[method.removeprefix("external_")]
+        return [f"{entry['site']}/from_{name}" for name in entry["names"]]
     if method != "dape":
         return [f"{condition}/own" for condition in model_conditions(model) if condition != "none"]
     runs = []

@@ -90,6 +90,27 @@ def write_pets_folder(workdir: Path) -> None:
         (workdir / f"pets/{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
+# A LAPE-format file of neuron sets for the demo model's language model (DemoSize: 4 layers x 192), as
+# `selection.external` in tests/workflow/config.yaml names it: `few` holds some neurons, `empty` none.
+LAPE_SETS = {"few": {1: [0, 5, 17], 2: [3, 191]}, "empty": {}}
+
+
+def write_user_inputs(workdir: Path) -> None:
+    """What a user brings to the small run: the pets folder and the external neuron sets."""
+    import torch
+
+    from mmneuron.models.demo import DemoSize
+
+    write_pets_folder(workdir)
+    layers = DemoSize().text_layers
+    sets = [
+        [torch.tensor(chosen.get(layer, []), dtype=torch.long) for layer in range(layers)]
+        for chosen in LAPE_SETS.values()
+    ]
+    (workdir / "external").mkdir()
+    torch.save(sets, workdir / "external/lang.pt")
+
+
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory):
     """The whole workflow run for real on tests/workflow/config.yaml: its folder, the jobs the dry run
@@ -97,7 +118,7 @@ def finished_run(tmp_path_factory):
     if SNAKEMAKE is None:
         pytest.skip("snakemake is not installed")
     workdir = tmp_path_factory.mktemp("workflow")
-    write_pets_folder(workdir)
+    write_user_inputs(workdir)
     config = ("--configfile", str(SMALL_CONFIG))
     code, printed = dry_run(*config, cwd=workdir)
     assert code == 0, printed

@@ -91,6 +91,15 @@ CASES = {
         ("select --counts {root}/corrupt.safetensors --out {root}/n.json --method nope", "--method"),
         ("select --counts {root}/corrupt.safetensors --out {root}/n.json --miner-weights mean", "--miner-weights"),
     ],
+    "import-neurons": [
+        ("import-neurons {root}/missing.pt --model {root}/model --site lm --names a --out {root}/n.json", "missing.pt"),
+        ("import-neurons {root}/corrupt.json --model {root}/model --site lm --names a --out {root}/n.json", "corrupt"),
+        ("import-neurons {root}/corrupt.json --model {root}/absent --site lm --names a --out {root}/n.json", "absent"),
+        (
+            "import-neurons {root}/corrupt.json --model {root}/corrupt-model --site lm --names a --out {root}/n",
+            "config",
+        ),
+    ],
     "compare-methods": [
         ("compare-methods --neurons dape={root}/missing.json --out {root}/o.csv", "missing.json"),
         ("compare-methods --neurons margin={root}/neurons.json --out {root}/o.csv", "margin"),

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import slurm_cluster
-from conftest import ENV, ROOT, SMALL_CONFIG, SMALL_RUN_CORES, SNAKEMAKE, snakemake, write_pets_folder
+from conftest import ENV, ROOT, SMALL_CONFIG, SMALL_RUN_CORES, SNAKEMAKE, snakemake, write_user_inputs
 from safetensors import safe_open
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake is not installed")]
@@ -57,7 +57,7 @@ def slurm_run(cluster, finished_run, tmp_path_factory):
     """The small workflow through SLURM (after the local run, `finished_run`, so that the two do not share
     the cores): its folder, everything Snakemake printed, its wall time, and the controller's jobs."""
     workdir = tmp_path_factory.mktemp("workflow-slurm")
-    write_pets_folder(workdir)
+    write_user_inputs(workdir)
     partition = cluster.run("sinfo", "--noheader", "--format=%P").stdout.split()[0].rstrip("*")
     env = {
         **ENV,

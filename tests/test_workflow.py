@@ -395,6 +395,39 @@ def test_a_mean_activation_condition_sets_the_neurons_to_their_pooled_mean(finis
 
 
 @pytest.mark.slow
+def test_external_sets_are_imported_and_ablated_on_every_domain(finished_run):
+    import pandas as pd
+    from conftest import LAPE_SETS
+
+    from mmneuron.selection import Selection
+
+    workdir = finished_run[0]
+    imported = Selection.load(workdir / "results/demo/external/lang.json")
+    expected = {
+        name: sorted((layer, n) for layer, ns in chosen.items() for n in ns) for name, chosen in LAPE_SETS.items()
+    }
+    assert imported.label == "external_lang" and imported.sites["lm"].by_domain == expected
+    for domain in ("ad", "rs", "pets"):
+        answers = workdir / "results/demo/ablation/answers"
+        runs = {
+            path.stem: [json.loads(line) for line in path.read_text().splitlines()]
+            for path in (answers / f"external_lang/{domain}/lm").glob("*.jsonl")
+        }
+        assert set(runs) == {"from_few", "from_empty"}
+        few = runs["from_few"]
+        assert {r["method"] for r in few} == {"external_lang"} and few[0]["deactivated"] == len(expected["few"])
+        baseline = [json.loads(line) for line in (answers / f"dape/{domain}/none/own.jsonl").read_text().splitlines()]
+        # the empty set deactivates nothing: the baseline's answers, sample for sample
+        strip = lambda records: [(r["sample_id"], r["prediction"], r["reference_loglik"]) for r in records]  # noqa: E731
+        assert strip(runs["from_empty"]) == strip(baseline)
+    table = pd.read_csv(workdir / "results/demo/ablation/scores.csv")
+    external = table[table["method"] == "external_lang"]
+    assert set(external["source_domain"]) == {"few", "empty"} and set(external["domain"]) == {"ad", "rs", "pets"}
+    empty = external[(external["source_domain"] == "empty") & (external["subset"] == "all")]
+    assert (empty["delta"].abs() < 1e-12).all()
+
+
+@pytest.mark.slow
 def test_unchanged_config_reruns_nothing(finished_run):
     workdir = finished_run[0]
     assert reruns(workdir, "--configfile", str(SMALL_CONFIG)) == ({}, set())
@@ -437,7 +470,8 @@ def test_changed_deactivation_value_reruns_ablation_and_perturbation(finished_ru
 def test_changed_dtype_reruns_every_model_job_and_what_follows(finished_run):
     workdir, planned = finished_run[:2]
     jobs, changed = reruns(workdir, *overlay(workdir, "dtype", {"dtype": "float32"}))
-    upstream = {"synthetic_domain", "prepare_domain", "contact_sheet", "demo_model"}
+    # importing the external sets reads the model's config only
+    upstream = {"synthetic_domain", "prepare_domain", "contact_sheet", "demo_model", "import_neurons"}
     assert jobs == {rule: count for rule, count in planned.items() if rule not in upstream}
     assert changed == MODEL_RULES | {"report"}
 
@@ -450,6 +484,8 @@ def test_changed_model_loading_reruns_every_model_job_and_what_follows(finished_
     workdir, planned = finished_run[:2]
     models = {"models": {"demo": {"path": "results/models/demo", **setting}}}
     jobs, changed = reruns(workdir, *overlay(workdir, next(iter(setting)), models))
-    upstream = {"synthetic_domain", "prepare_domain", "contact_sheet", "demo_model"}
+    # importing the external sets builds the model from its config: only trust_remote_code matters to it
+    imports = {"import_neurons"} if "trust_remote_code" in setting else set()
+    upstream = {"synthetic_domain", "prepare_domain", "contact_sheet", "demo_model", "import_neurons"} - imports
     assert jobs == {rule: count for rule, count in planned.items() if rule not in upstream}
-    assert changed == MODEL_RULES | {"report"}
+    assert changed == MODEL_RULES | {"report"} | imports

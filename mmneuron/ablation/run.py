@@ -113,7 +113,7 @@ def run_ablation(
             )
         identity = {
             "model": model_name,
-            "method": selection.method,
+            "method": selection.label,
             "condition": condition.name,
             "control": condition.control,
             "seed": condition.seed,

@@ -10,7 +10,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor,
 
 from mmneuron.errors import MmneuronError
 from mmneuron.models.processors import IMAGE_ONLY_PROCESSORS
-from mmneuron.models.sites import SUPPORTED_MODEL_TYPES
+from mmneuron.models.sites import SUPPORTED_MODEL_TYPES, ResolvedSite, resolve_sites
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -51,6 +51,27 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).exists()
 
 
+def read_config(name: str, trust_remote_code: bool = False):
+    """The config of a supported model folder or hub id."""
+    if _looks_like_path(name) and not Path(name).expanduser().is_dir():
+        raise ModelLoadError(f"model folder not found: {name}")
+    try:
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot read the model config of {name!r}: {error}") from None
+    check_supported(config, name)
+    return config
+
+
+def model_sites(path_or_id: str | Path, trust_remote_code: bool = False) -> list[ResolvedSite]:
+    """The sites of a model built from its config on the meta device: their shapes without reading
+    (or allocating) a single weight, so a 7B model's are known in seconds on any machine."""
+    config = read_config(str(path_or_id), trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config, trust_remote_code=trust_remote_code)
+    return resolve_sites(model)
+
+
 def load_model(
     path_or_id: str | Path,
     device: str = "auto",
@@ -70,13 +91,7 @@ def load_model(
     are read from the local Hugging Face cache when offline.
     """
     name = str(path_or_id)
-    if _looks_like_path(name) and not Path(name).expanduser().is_dir():
-        raise ModelLoadError(f"model folder not found: {name}")
-    try:
-        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"cannot read the model config of {name!r}: {error}") from None
-    check_supported(config, name)
+    config = read_config(name, trust_remote_code)
     target = resolve_device(device)
     processor_class = IMAGE_ONLY_PROCESSORS.get(config.model_type, AutoProcessor)
     placement = {"device_map": device_map} if device_map else {}
