@@ -48,6 +48,8 @@ rule ablate:
         "results/{model}/ablation/jobs/{method}/{domain}/group{group}.{scatteritem}.jsonl",
     log:
         "logs/ablation/{model}/{method}/{domain}/group{group}.{scatteritem}.log",
+    benchmark:
+        "logs/benchmarks/ablation/{model}/{method}/{domain}/group{group}.{scatteritem}.tsv"
     wildcard_constraints:
         method=r"[^/]+",
         domain=r"[^/]+",

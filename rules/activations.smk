@@ -20,6 +20,8 @@ rule activation_counts_shard:
         "results/{model}/counts/shards/{domain}.half{half}.{scatteritem}.safetensors",
     log:
         "logs/activations/{model}/{domain}.half{half}.{scatteritem}.log",
+    benchmark:
+        "logs/benchmarks/activations/{model}/{domain}.half{half}.{scatteritem}.tsv"
     wildcard_constraints:
         half="a|b",
     conda:

@@ -15,6 +15,8 @@ rule logit_lens:
         figures=directory("results/{model}/lens/figures"),
     log:
         "logs/logit_lens/{model}.log",
+    benchmark:
+        "logs/benchmarks/logit_lens/{model}.tsv"
     conda:
         "../envs/mmneuron.yaml"
     # (`mmneuron lens` has no --threads: torch takes its own choice within the threads reserved here.)

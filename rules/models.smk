@@ -29,6 +29,8 @@ rule demo_model:
         accuracy="results/models/demo/accuracy.json",
     log:
         "logs/models/demo_model.log",
+    benchmark:
+        "logs/benchmarks/models/demo_model.tsv"
     conda:
         "../envs/mmneuron.yaml"
     # Training runs on the CPU (train-demo has no device option): it takes every core and no GPU.

@@ -17,6 +17,8 @@ rule select_neurons:
         figures=directory("results/{model}/figures/neurons"),
     log:
         "logs/neurons/{model}.log",
+    benchmark:
+        "logs/benchmarks/neurons/{model}.tsv"
     conda:
         "../envs/mmneuron.yaml"
     params:
@@ -48,6 +50,8 @@ rule select_method:
         figures=directory("results/{model}/neurons/{method}_figures"),
     log:
         "logs/neurons/{model}.{method}.log",
+    benchmark:
+        "logs/benchmarks/neurons/{model}.{method}.tsv"
     wildcard_constraints:
         method="|".join(OTHER_METHODS) or "no-method",
     conda:

@@ -19,6 +19,8 @@ rule perturbation:
         figures=directory("results/{model}/perturbation/figures"),
     log:
         "logs/perturbation/{model}.log",
+    benchmark:
+        "logs/benchmarks/perturbation/{model}.tsv"
     conda:
         "../envs/mmneuron.yaml"
     threads: MODEL_THREADS

@@ -340,6 +340,13 @@ def test_small_run_runs_every_rule(finished_run):
         assert (workdir / row["output_file"]).exists(), row
         assert (workdir / row["log-file(s)"]).is_file(), row  # every job logs to logs/
         assert row["log-file(s)"].startswith("logs/"), row
+    # the heavy rules' `benchmark:` files: Snakemake's wall time and peak memory per job
+    heavy = {"demo_model", "activation_counts_shard", "select_neurons", "select_method", "logit_lens", "ablate"}
+    tables = list((workdir / "logs/benchmarks").rglob("*.tsv"))
+    assert len(tables) == sum(planned[rule] for rule in heavy | {"perturbation"})
+    for table in tables:
+        header, values = table.read_text().splitlines()
+        assert header.split("\t")[:3] == ["s", "h:m:s", "max_rss"] and float(values.split("\t")[0]) > 0, table
 
 
 @pytest.mark.slow
