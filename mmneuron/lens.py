@@ -4,7 +4,8 @@ For each layer the lens reads ``lm_head(norm(h))`` at every non-padding position
 additive summaries per scope (image / text positions): the entropy (natural log) of the decoded
 distribution, its square, the top token's probability and how often each token id is the top one.
 Logits exist for one layer and ``chunk_size`` positions at a time, never for all layers x positions
-x vocabulary (tens of GB for a 7B model).
+x vocabulary (tens of GB for a 7B model), and each layer is decoded in its forward hook as soon as
+it has run, so only one layer's hidden states are kept: peak memory does not grow with depth.
 
 The residual stream is every decoder layer's output, read by forward hooks (the final norm's input
 for the last layer, which in transformers 5 ``hidden_states[-1]`` is not: it is already normed),
@@ -28,7 +29,7 @@ from torch import nn
 from mmneuron.data.samples import Sample
 from mmneuron.defaults import LENS, SCOPES
 from mmneuron.errors import MmneuronError
-from mmneuron.models.decoder import each_layer_output, final_norm_and_unembed
+from mmneuron.models.decoder import decoder_layers, each_layer_output, final_norm_and_unembed
 from mmneuron.models.inputs import RIGHT, build_prompt, check_template, domain_batches, scope_masks, with_all_scope
 
 log = logging.getLogger(__name__)
@@ -66,13 +67,6 @@ class LensHead:
         if self.softcap is not None:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
-
-
-def residual_stream(model: nn.Module, inputs: Mapping) -> list[torch.Tensor]:
-    """One forward; every LLM layer's output (batch x seq x hidden), *before* the final norm."""
-    layers: dict[int, torch.Tensor] = {}
-    each_layer_output(model, inputs, layers.__setitem__)
-    return [layers[index] for index in range(len(layers))]
 
 
 @dataclass
@@ -148,35 +142,39 @@ def logit_lens(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     lens = LensHead(model)
-    layers = residual_stream(model, inputs)
-    device = layers[0].device
-    masks = {name: mask.to(device).bool() for name, mask in scopes_masks.items()}
+    masks = {name: mask.bool() for name, mask in scopes_masks.items()}
     union = torch.zeros_like(next(iter(masks.values())))
     for mask in masks.values():
         union |= mask
     flat = {name: mask[union] for name, mask in masks.items()}  # scope membership of each counted position
-    index = torch.full(union.shape, -1, dtype=torch.long, device=device)
-    index[union] = torch.arange(int(union.sum()), device=device)
+    index = torch.full(union.shape, -1, dtype=torch.long, device=union.device)
+    index[union] = torch.arange(int(union.sum()), device=union.device)
     trace_index = [int(index[row, pos]) for row, pos in trace]
     if any(i < 0 for i in trace_index):
         raise LensError(f"trace positions must be counted positions: {list(trace)}")
 
-    stats = {name: ScopeStats.empty(len(layers)) for name in masks}
-    trace_ids = np.zeros((len(layers), len(trace)), dtype=np.int64)
-    trace_probs = np.zeros((len(layers), len(trace)), dtype=np.float64)
-    for layer, hidden in enumerate(layers):
-        rows = hidden[union]  # positions x hidden: one layer at a time
+    layers = len(decoder_layers(model))
+    stats = {name: ScopeStats.empty(layers) for name in masks}
+    trace_ids = np.zeros((layers, len(trace)), dtype=np.int64)
+    trace_probs = np.zeros((layers, len(trace)), dtype=np.float64)
+
+    def read(layer: int, hidden: torch.Tensor) -> None:
+        """Decode one layer's output as soon as the layer has run: only one layer's states are ever
+        kept, so peak memory does not grow with depth."""
+        device = hidden.device
+        rows = hidden[union.to(device)]  # positions x hidden
         top_id = torch.empty(len(rows), dtype=torch.long, device=device)
         top_prob = torch.empty(len(rows), dtype=torch.float32, device=device)
         entropy = torch.empty(len(rows), dtype=torch.float32, device=device)
         for start in range(0, len(rows), chunk_size):
-            logp = torch.log_softmax(lens(rows[start : start + chunk_size]), dim=-1)
+            logp = torch.log_softmax(lens(rows[start : start + chunk_size]), dim=-1).to(device)
             p = logp.exp()
             # 0 * log 0 = 0 (a -inf logit would otherwise give nan)
             entropy[start : start + chunk_size] = -torch.where(p > 0, p * logp, 0.0).sum(-1)
             top_prob[start : start + chunk_size], top_id[start : start + chunk_size] = p.max(-1)
             del logp, p
         for name, member in flat.items():
+            member = member.to(device)
             s = stats[name]
             s.n[layer] += int(member.sum())
             s.entropy_sum[layer] += entropy[member].double().sum().item()
@@ -187,6 +185,8 @@ def logit_lens(
         if trace_index:
             trace_ids[layer] = top_id[trace_index].cpu().numpy()
             trace_probs[layer] = top_prob[trace_index].double().cpu().numpy()
+
+    each_layer_output(model, inputs, read)
     return stats, Trace(list(trace), trace_ids, trace_probs)
 
 

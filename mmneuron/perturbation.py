@@ -1,7 +1,7 @@
 """Hidden-state perturbation under deactivation: how far each LLM layer's residual stream moves.
 
 Per batch, one clean forward keeps every LLM layer's residual stream (the decoder layer's output,
-before the final norm: the lens' :func:`~mmneuron.lens.residual_stream`) at the batch's real
+before the final norm, as the lens reads it) at the batch's real
 positions only. Then, per condition, one forward with the condition's neurons deactivated compares
 each layer's output with the clean one as the layer produces it and keeps two numbers per
 position: the cosine similarity and the relative L2 distance ``||h_ablated - h_clean|| / ||h_clean||``.

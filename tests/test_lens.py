@@ -17,8 +17,8 @@ from PIL import Image
 
 from mmneuron.cli import main
 from mmneuron.data.samples import Sample, encode_png, write_samples
-from mmneuron.lens import LensAccumulator, LensHead, ScopeStats, logit_lens, residual_stream, run_lens
-from mmneuron.models.decoder import DecoderError, final_norm_and_unembed
+from mmneuron.lens import LensAccumulator, LensHead, ScopeStats, logit_lens, run_lens
+from mmneuron.models.decoder import DecoderError, each_layer_output, final_norm_and_unembed
 from mmneuron.models.inputs import scope_masks
 from mmneuron.models.sites import image_prompt
 from mmneuron.models.tiny import TINY_ARCHITECTURES, build_tiny, save_tiny
@@ -97,7 +97,9 @@ def test_last_layer_lens_equals_the_models_logits(arch):
     with torch.no_grad():
         logits = model(**inputs).logits
     lens = LensHead(model)
-    last = residual_stream(model, inputs)[-1]
+    outputs = {}
+    each_layer_output(model, inputs, outputs.__setitem__)
+    last = outputs[len(outputs) - 1]
     real = inputs["attention_mask"].bool()
     torch.testing.assert_close(lens(last)[real], logits.float()[real], rtol=1e-5, atol=1e-5)
     if arch == "paligemma":
@@ -131,6 +133,24 @@ def test_logits_never_exceed_one_chunk(llava_next, layers):
     assert max(math.prod(s) for s in shapes) == 4 * vocab
     assert len(lens_calls) == layers * math.ceil(positions / 4)
     assert [s for s in shapes if len(s) != 2] == [torch.Size([3, 1, vocab])]  # the model's own (logits_to_keep=1)
+
+
+def test_each_layer_is_decoded_before_the_next_runs(llava_next):
+    """What keeps the lens' peak memory flat in depth: no layer's hidden states wait for the others."""
+    base, processor = llava_next
+    model = _with_layers(base, 4)
+    inputs = _inputs("llava_next", processor, 2)
+    events = []
+    _, head = final_norm_and_unembed(model)
+    hooks = [head.register_forward_hook(lambda m, args, out: events.append("lens") if out.dim() == 2 else None)]
+    for index, layer in enumerate(model.get_decoder().layers):
+        hooks.append(layer.register_forward_hook(lambda m, args, out, index=index: events.append(index)))
+    try:
+        logit_lens(model, inputs, scope_masks(model, inputs), chunk_size=1 << 20)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert events == [0, "lens", 1, "lens", 2, "lens", 3, "lens"]
 
 
 def test_unknown_model_is_refused():
