@@ -100,6 +100,6 @@ def load_lape(
     selected = {pair for pairs in by_domain.values() for pair in pairs}
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     parameters = {"label": label, "file": path.name, "sha256": digest, "site": site, "names": list(names)}
-    details = {"shortfall": 0, "source_file": path.name}
+    details = {"shortfall": 0}  # the sets are taken as they are
     info = SiteSelection(layers, width, "all", list(inert_layers), len(selected), by_domain, details=details)
     return Selection(model, list(names), {}, parameters, {site: info}, method=EXTERNAL_METHOD)
