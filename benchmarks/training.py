@@ -1,7 +1,7 @@
 """Cost of one demo-model training step: SDPA vs eager attention, logits everywhere vs at the answer.
 
-    python scripts/bench_training.py                       # one prepared batch of 32, 2 threads
-    python scripts/bench_training.py --threads 1 --repeats 20
+    python -m benchmarks.training                       # one prepared batch of 32, 2 threads
+    python -m benchmarks.training --threads 1 --repeats 20
 
 Every variant runs the same prepared batch of the untrained demo model (forward and backward,
 no optimizer step); each repeat times one batch per variant, alternating, and the table gives the
