@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
 from collections.abc import Sequence
 
@@ -184,20 +183,7 @@ def main(argv: list[str] | None = None) -> None:
         AUTHORS: f"{AUTHORS} (batch 1, float32, replaced forwards)",
         OURS: f"{OURS} (batch {args.batch_size}, {str(dtype).removeprefix('torch.')}, hooks)",
     }
-    base = statistics.median(times[AUTHORS])
-    rows = []
-    for variant, values in times.items():
-        stats = common.summary(values)
-        rows.append(
-            {
-                "variant": labels[variant],
-                "median s": stats["median"],
-                "min s": stats["min"],
-                "max s": stats["max"],
-                "samples/s": len(samples) / stats["median"],
-                "speed-up": base / stats["median"],
-            }
-        )
+    rows = common.timing_rows(times, AUTHORS, len(samples), labels)
     setting = {
         "model": f"{args.model} ({reference.config.model_type})",
         "samples": len(samples),

@@ -181,6 +181,28 @@ def summary(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
+def timing_rows(
+    times: dict[str, list[float]], reference: str, samples: int | None = None, labels=None, slowdown: bool = False
+) -> list[dict]:
+    """A table row per variant: median and spread of its seconds, samples/s when ``samples`` are
+    given, and its speed-up over the ``reference`` variant (or, with ``slowdown``, its time as a
+    multiple of the reference's)."""
+    base = statistics.median(times[reference])
+    rows = []
+    for name, values in times.items():
+        stats = summary(values)
+        row = {"variant": (labels or {}).get(name, name), "median s": stats["median"]}
+        row.update({"min s": stats["min"], "max s": stats["max"]})
+        if samples:
+            row["samples/s"] = samples / stats["median"]
+        if slowdown:
+            row["ratio"] = stats["median"] / base
+        else:
+            row["speed-up"] = base / stats["median"]
+        rows.append(row)
+    return rows
+
+
 def report(benchmark: str, setting: dict, rows: list[dict], device: torch.device, path: Path = RESULTS) -> None:
     """Print ``rows`` (dicts with the same keys) as a Markdown table after a line naming the setting,
     and append the whole result, with the machine and the date, to ``path`` as one JSON line."""

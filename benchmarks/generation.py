@@ -68,20 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         if not ok:
             print(f"  differs: {sample.sample_id}: batched {a!r} vs one at a time {b!r}")
 
-    reference = common.summary(times[single])["median"]
-    rows = []
-    for name, values in times.items():
-        stats = common.summary(values)
-        rows.append(
-            {
-                "variant": name,
-                "median s": stats["median"],
-                "min": stats["min"],
-                "max": stats["max"],
-                "samples/s": len(samples) / stats["median"],
-                "speed-up": reference / stats["median"],
-            }
-        )
+    rows = common.timing_rows(times, single, len(samples))
     setting = {
         "model": args.model,
         "text_layers": args.text_layers,

@@ -15,7 +15,6 @@ all batches and the ratio of the medians to the bare forward's.
 from __future__ import annotations
 
 import argparse
-import statistics
 
 import torch
 
@@ -69,19 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     with torch.inference_mode():
         times = common.alternate(variants, args.repeats, model.device, warmup=args.warmup)
 
-    base = statistics.median(times["bare forward"])
-    rows = []
-    for variant, values in times.items():
-        stats = common.summary(values)
-        rows.append(
-            {
-                "variant": variant,
-                "median s": stats["median"],
-                "min s": stats["min"],
-                "max s": stats["max"],
-                "ratio": stats["median"] / base,
-            }
-        )
+    rows = common.timing_rows(times, "bare forward", slowdown=True)
     setting = {
         "model": f"{args.model} ({model_type})",
         "dtype": str(model.dtype).removeprefix("torch."),

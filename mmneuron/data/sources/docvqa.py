@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import json
 import posixpath
-from functools import lru_cache, partial
+from functools import partial
 from pathlib import Path
 
+from . import parquet_mirror
 from .base import Candidate, Skip, SourceError, SourceFile, require, source_file
 
 DOMAIN = "doc"
@@ -34,6 +35,7 @@ LICENCE = (
     "Karatzas and Jawahar, 'DocVQA: A Dataset for VQA on Document Images', WACV 2021. The hub mirror "
     "pixparse/docvqa-single-page-questions labels itself MIT, an unofficial label."
 )
+REPOSITORY = "pixparse/docvqa-single-page-questions"
 TEXT_COLUMNS = ["question_id", "question", "answers", "other_metadata"]
 PAGE_META = ("ucsf_document_id", "ucsf_document_page_no", "doc_id", "docId", "question_types")
 
@@ -63,70 +65,15 @@ def candidates(args, split: str):
 # --- the parquet mirror -----------------------------------------------------------------------
 
 
-def _remote(location: str) -> bool:
-    return "://" in location
-
-
-def _parquet_files(location: str, split: str) -> list[str]:
-    if _remote(location):
-        import fsspec
-
-        fs, _, _ = fsspec.get_fs_token_paths(location)
-        root = location.split("://", 1)[1].rstrip("/")
-        try:
-            files = [
-                f for f in fs.find(root) if posixpath.basename(f).startswith(f"{split}-") and f.endswith(".parquet")
-            ]
-        except OSError as error:
-            raise SourceError(
-                f"cannot list the docvqa mirror at {location} ({type(error).__name__}: {error})"
-            ) from None
-        protocol = location.split("://", 1)[0]
-        files = [f"{protocol}://{f}" for f in files]
-    else:
-        path = require(
-            Path(location), "docvqa parquet mirror (--mirror)", "download pixparse/docvqa-single-page-questions"
-        )
-        if path.is_file():
-            return [str(path)]
-        files = [str(f) for f in path.rglob(f"{split}-*.parquet")]
-    if not files:
-        raise SourceError(f"{location}: no {split}-*.parquet file of pixparse/docvqa-single-page-questions found")
-    return sorted(files)
-
-
-def _open(location: str):
-    if _remote(location):
-        import fsspec
-
-        return fsspec.open(location, mode="rb", block_size=1 << 20).open()
-    return open(location, "rb")
-
-
 def _mirror(location: str, split: str):
-    import pyarrow.parquet as pq
-
-    for file in _parquet_files(location, split):
-        yield SourceFile(file) if _remote(file) else source_file(file)
-        try:
-            with _open(file) as handle:
-                parquet = pq.ParquetFile(handle)
-                missing = [name for name in [*TEXT_COLUMNS, "image"] if name not in parquet.schema_arrow.names]
-                if missing:
-                    raise SourceError(f"{file}: missing column(s) {missing}; expected the pixparse docvqa layout")
-                groups = [
-                    parquet.read_row_group(g, columns=TEXT_COLUMNS).to_pylist() for g in range(parquet.num_row_groups)
-                ]
-        except OSError as error:
-            raise SourceError(f"{file}: not a readable parquet file ({type(error).__name__})") from None
-        for group, rows in enumerate(groups):
-            for index, row in enumerate(rows):
-                yield _mirror_row(file, group, index, row)
+    files = parquet_mirror.parquet_files(location, split, "docvqa", REPOSITORY)
+    for item in parquet_mirror.text_rows(files, TEXT_COLUMNS, REPOSITORY):
+        yield item if isinstance(item, SourceFile) else _mirror_row(*item)
 
 
 def _mirror_row(file: str, group: int, index: int, row: dict) -> Candidate | Skip:
     sample_id = f"docvqa-{row.get('question_id')}"
-    where = f"{posixpath.basename(file)} row group {group} row {index}"
+    where = parquet_mirror.where(file, group, index)
     other = row.get("other_metadata") or {}
     page = other.get("image")
     problem = _problem(row.get("question"), row.get("answers"), page)
@@ -134,24 +81,8 @@ def _mirror_row(file: str, group: int, index: int, row: dict) -> Candidate | Ski
         return Skip(sample_id, f"{where}: {problem or 'no question_id'}")
     meta = {"question_id": row["question_id"], "page": page, "file": posixpath.basename(file)}
     meta.update({key: other[key] for key in PAGE_META if other.get(key) is not None})
-    load = partial(_mirror_image, file, group, index)
+    load = partial(parquet_mirror.image_bytes, file, group, index)
     return Candidate(sample_id, row["question"].strip(), [str(a) for a in row["answers"]], load, meta, page)
-
-
-@lru_cache(maxsize=1)
-def _image_column(file: str, group: int) -> list:
-    """One row group's images (the last one read is kept: neighbours in a group are often drawn together)."""
-    import pyarrow.parquet as pq
-
-    with _open(file) as handle:
-        return pq.ParquetFile(handle).read_row_group(group, columns=["image"]).column("image").to_pylist()
-
-
-def _mirror_image(file: str, group: int, index: int) -> bytes:
-    image = _image_column(file, group)[index] or {}
-    if not image.get("bytes"):
-        raise ValueError("the parquet row holds no image bytes")
-    return image["bytes"]
 
 
 # --- the official JSON ------------------------------------------------------------------------

@@ -27,9 +27,10 @@ from __future__ import annotations
 import json
 import posixpath
 import zipfile
-from functools import lru_cache, partial
+from functools import partial
 from pathlib import Path
 
+from . import parquet_mirror
 from .base import Candidate, Skip, SourceError, SourceFile, open_zip, require, source_file, zip_names
 
 DOMAIN = "com"
@@ -41,6 +42,7 @@ COCO = "http://images.cocodataset.org/zips"
 # COCO 2014 image zips: md5 as quoted in Salesforce LAVIS's builders (COCO publishes none itself).
 COCO_MD5 = {"train2014.zip": "0da8c0bd3d6becc4dcb32757491aca88", "val2014.zip": "a3d79f5ed8d289b7a7554ce06a5782b3"}
 ANSWERS = 10
+REPOSITORY = "lmms-lab/VQAv2"
 TEXT_COLUMNS = [
     "question_id",
     "image_id",
@@ -225,86 +227,23 @@ def _images(root: Path, args, split: str):
 # --- the parquet mirror -----------------------------------------------------------------------
 
 
-def _remote(location: str) -> bool:
-    return "://" in location
-
-
-def _parquet_files(location: str, split: str) -> list[str]:
-    if _remote(location):
-        import fsspec
-
-        fs, _, _ = fsspec.get_fs_token_paths(location)
-        root = location.split("://", 1)[1].rstrip("/")
-        try:
-            found = [
-                f for f in fs.find(root) if posixpath.basename(f).startswith(f"{split}-") and f.endswith(".parquet")
-            ]
-        except OSError as error:
-            raise SourceError(f"cannot list the vqav2 mirror at {location} ({type(error).__name__}: {error})") from None
-        protocol = location.split("://", 1)[0]
-        files = [f"{protocol}://{f}" for f in found]
-    else:
-        path = require(Path(location), "vqav2 parquet mirror (--mirror)", "download lmms-lab/VQAv2")
-        if path.is_file():
-            return [str(path)]
-        files = [str(f) for f in path.rglob(f"{split}-*.parquet")]
-    if not files:
-        hint = " (lmms-lab/VQAv2 has no train split: use --root for stats)" if split == "train" else ""
-        raise SourceError(f"{location}: no {split}-*.parquet file of lmms-lab/VQAv2 found{hint}")
-    return sorted(files)
-
-
-def _open(location: str):
-    if _remote(location):
-        import fsspec
-
-        return fsspec.open(location, mode="rb", block_size=1 << 20).open()
-    return open(location, "rb")
-
-
 def _mirror(location: str, split: str):
-    import pyarrow.parquet as pq
-
+    hint = " (lmms-lab/VQAv2 has no train split: use --root for stats)" if split == "train" else ""
+    files = parquet_mirror.parquet_files(location, split, "vqav2", REPOSITORY, hint)
     coco_split = "train" if split == "train" else "val"
-    for file in _parquet_files(location, split):
-        yield SourceFile(file) if _remote(file) else source_file(file)
-        try:
-            with _open(file) as handle:
-                parquet = pq.ParquetFile(handle)
-                missing = [name for name in [*TEXT_COLUMNS, "image"] if name not in parquet.schema_arrow.names]
-                if missing:
-                    raise SourceError(f"{file}: missing column(s) {missing}; expected the lmms-lab/VQAv2 layout")
-                groups = [
-                    parquet.read_row_group(g, columns=TEXT_COLUMNS).to_pylist() for g in range(parquet.num_row_groups)
-                ]
-        except OSError as error:
-            raise SourceError(f"{file}: not a readable parquet file ({type(error).__name__})") from None
-        for group, rows in enumerate(groups):
-            for index, row in enumerate(rows):
-                question_id = row.get("question_id")
-                sample_id = f"vqav2-{question_id}"
-                where = f"{posixpath.basename(file)} row group {group} row {index}"
-                if question_id is None:
-                    yield Skip(sample_id, f"{where}: no question_id")
-                    continue
-                item = _candidate(sample_id, where, row, coco_split)
-                if isinstance(item, Candidate):
-                    item.meta["file"] = posixpath.basename(file)
-                    item.load_image = partial(_mirror_image, file, group, index)
-                yield item
-
-
-@lru_cache(maxsize=1)
-def _image_column(file: str, group: int) -> list:
-    """One row group's images (the last one read is kept: neighbours in a group are often drawn together)."""
-    import pyarrow.parquet as pq
-
-    with _open(file) as handle:
-        return pq.ParquetFile(handle).read_row_group(group, columns=["image"]).column("image").to_pylist()
-
-
-def _mirror_image(file: str, group: int, index: int) -> bytes:
-    image = _image_column(file, group)[index] or {}
-    if not image.get("bytes"):
-        raise ValueError("the parquet row holds no image bytes")
-    return image["bytes"]
+    for item in parquet_mirror.text_rows(files, TEXT_COLUMNS, REPOSITORY):
+        if isinstance(item, SourceFile):
+            yield item
+            continue
+        file, group, index, row = item
+        question_id = row.get("question_id")
+        sample_id = f"vqav2-{question_id}"
+        where = parquet_mirror.where(file, group, index)
+        if question_id is None:
+            yield Skip(sample_id, f"{where}: no question_id")
+            continue
+        candidate = _candidate(sample_id, where, row, coco_split)
+        if isinstance(candidate, Candidate):
+            candidate.meta["file"] = posixpath.basename(file)
+            candidate.load_image = partial(parquet_mirror.image_bytes, file, group, index)
+        yield candidate
