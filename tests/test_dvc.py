@@ -36,7 +36,8 @@ pytestmark = [
 # fewer (6 model runs instead of 12, twice: before and after the selection change), to keep the test to
 # minutes; every kind of condition still runs (the baseline, a deactivation, its random control), and
 # tests/test_workflow.py runs them all. Only the two synthetic domains: the small configuration's folder
-# domain (its images made by tests/conftest.py) is the workflow test's; data.dvc has tests/test_data_dvc.py.
+# domain (its images made by tests/conftest.py) is the workflow test's, as are its external neuron sets;
+# data.dvc has tests/test_data_dvc.py.
 SMALLER = {"domains": ["ad", "rs"], "ablation": {"conditions": ["none", "all"], "cross_domain": []}}
 NEW_TOP_RATE = 0.1
 NEW_N_BOOT = 200
@@ -171,6 +172,7 @@ def scenario(tmp_path_factory):
     demo = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     small = yaml.safe_load((ROOT / "tests/workflow/config.yaml").read_text())
     config = merged(merged(demo, small), SMALLER)
+    config["selection"]["external"] = {}  # the workflow test's (its file made by tests/conftest.py); a merge keeps keys
     (repo.path / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     repo.git("init", "-q")
     repo.commit("the small configuration")
