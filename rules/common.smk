@@ -154,7 +154,7 @@ OTHER_METHODS = [method for method in METHODS if method != "dape"]
 
 
 # Neuron sets from elsewhere (`selection.external`): each label is the method external_{label}, imported per
-# model by `mmneuron import-neurons` (rules/neurons.smk) and ablated with each of its sets at its site.
+# model by `mmneuron import-neurons` (rules/ablation.smk) and ablated with each of its sets at its site.
 EXTERNAL = config["selection"]["external"]
 EXTERNAL_METHODS = [f"external_{label}" for label in EXTERNAL]
 
