@@ -12,7 +12,6 @@ and a set empty in every layer is kept as an empty set.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 import zipfile
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from .data.sources.base import file_digest
 from .defaults import EXTERNAL_METHOD
 from .selection import Selection, SelectionError, SiteSelection
 
@@ -98,7 +98,7 @@ def load_lape(
             for neuron in _indices(path, name, layer, entry, width)
         ]
     selected = {pair for pairs in by_domain.values() for pair in pairs}
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = file_digest(path)
     parameters = {"label": label, "file": path.name, "sha256": digest, "site": site, "names": list(names)}
     details = {"shortfall": 0}  # the sets are taken as they are
     info = SiteSelection(layers, width, "all", list(inert_layers), len(selected), by_domain, details=details)

@@ -149,6 +149,8 @@ def perturbation(
         clean[index] = hidden[union.to(hidden.device)]
 
     each_layer_output(model, inputs, keep)
+    if any(deactivation.intervention.needs_positions for deactivation in deactivations.values()):
+        positions = scope_masks(model, inputs)  # the language model's image and text positions, once
     results = {}
     for key, deactivation in deactivations.items():
         distance: list[torch.Tensor | None] = [None] * layers
@@ -159,7 +161,7 @@ def perturbation(
             distance[index], rel[index] = compare(clean[index], hidden[union.to(hidden.device)])  # noqa: B023
 
         if deactivation.intervention.needs_positions:
-            deactivation.set_positions(scope_masks(model, inputs))
+            deactivation.set_positions(positions)
         with deactivation:
             each_layer_output(model, inputs, measure)
         device = union.device

@@ -176,9 +176,9 @@ class Deactivation(ForwardHooks):
         return DeactivationError("this deactivation is already active")
 
     def _hook(self, site: ResolvedSite, layer: int, index: torch.Tensor):
-        on_device = {index.device: index}  # the index, copied once to each device it meets
         intervention = self.intervention
-        mean = self._means.get((site.name, layer))
+        # the index (and the means), copied once to each device they meet
+        on_device = {index.device: (index, self._means.get((site.name, layer)))}
 
         def hook(module: nn.Module, args, output):
             if not isinstance(output, torch.Tensor) or output.shape[-1] != site.width:
@@ -188,18 +188,19 @@ class Deactivation(ForwardHooks):
                     f"does not end in the site's width {site.width}"
                 )
             if output.device not in on_device:
-                on_device[output.device] = index.to(output.device)
+                chosen, mean = on_device[index.device]
+                on_device[output.device] = (chosen.to(output.device), None if mean is None else mean.to(output.device))
             where = self._where(site, layer, output)
             if where is False:
                 return None  # the output as it is
-            chosen = on_device[output.device]
+            chosen, mean = on_device[output.device]
             if where is True and intervention.mode == FIXED:
                 return output.index_fill(-1, chosen, intervention.value)
             old = output.index_select(-1, chosen)
             if intervention.mode == FIXED:
                 new = torch.full_like(old, intervention.value)
             elif intervention.mode == MEAN:
-                new = mean.to(device=old.device, dtype=old.dtype).expand_as(old)
+                new = mean.to(old.dtype).expand_as(old)
             else:
                 new = old * intervention.factor
             if where is not True:
