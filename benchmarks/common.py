@@ -10,7 +10,10 @@ and the ratio to the first variant. Nothing here is part of the test suite.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import datetime
+import gc
 import json
 import os
 import platform
@@ -22,16 +25,17 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).with_name("results.jsonl")
-# The paper's LLaVA-NeXT 7B geometry (published widths, random weights), the LM cut to a few layers.
-LLAVA_7B = "llava-hf/llava-v1.6-vicuna-7b-hf"
+# The paper's two 7B geometries (published widths, random weights), by their --model prefix.
+PUBLISHED = {"llava7b": "llava-hf/llava-v1.6-vicuna-7b-hf", "instructblip7b": "Salesforce/instructblip-vicuna-7b"}
 
 
 def add_arguments(parser: argparse.ArgumentParser, model: str = "demo", repeats: int = 5) -> None:
     parser.add_argument(
         "--model",
         default=model,
-        help="demo (the demo architecture, untrained), llava7b:N (LLaVA-NeXT 7B geometry, random weights, the "
-        "language model cut to N layers; llava7b: the full depth), tiny:ARCH, or a model folder (default %(default)s)",
+        help="demo (the demo architecture, untrained), llava7b:N or instructblip7b:N (the 7B geometry, random "
+        "weights, the language model cut to N layers; without :N the full depth), tiny:ARCH, or a model folder "
+        "(default %(default)s)",
     )
     parser.add_argument("--repeats", type=int, default=repeats, help="timed repeats per variant (default %(default)s)")
     parser.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda")
@@ -47,7 +51,8 @@ def setup(args: argparse.Namespace) -> None:
 
 
 def load(name: str, device: str = "auto", dtype: str = "auto", text_layers: int | None = None):
-    """The model and processor ``name`` names (see :func:`add_arguments`), on ``device`` in ``dtype``."""
+    """The model and processor ``name`` names (see :func:`add_arguments`), on ``device`` in ``dtype``;
+    ``text_layers`` sets the language model's depth of the demo and of a 7B geometry without ``:N``."""
     from mmneuron.data import synthetic
     from mmneuron.models.demo import DemoSize, build_demo_model, build_demo_processor
     from mmneuron.models.loading import load_model, resolve_device, resolve_dtype
@@ -60,11 +65,11 @@ def load(name: str, device: str = "auto", dtype: str = "auto", text_layers: int 
         processor = build_demo_processor(synthetic.vocabulary())
         size = DemoSize() if text_layers is None else DemoSize(text_layers=text_layers)
         model = build_demo_model(processor, size=size)
-    elif name.startswith("llava7b"):
-        layers = name.partition(":")[2]
+    elif name.partition(":")[0] in PUBLISHED:
+        base, _, layers = name.partition(":")
         depth = int(layers) if layers else text_layers
-        model = build_model(LLAVA_7B, text_layers=depth, device=str(target), dtype=torch_dtype)
-        return model.eval(), build_processor(LLAVA_7B)
+        model = build_model(PUBLISHED[base], text_layers=depth, device=str(target), dtype=torch_dtype)
+        return model.eval(), build_processor(PUBLISHED[base])
     elif name.startswith("tiny:"):
         model, processor = build_tiny(name.removeprefix("tiny:"))
     else:
@@ -129,12 +134,27 @@ def alternate(variants: dict[str, Callable[[], object]], repeats: int, device: t
     return times
 
 
+def exact_cpu_peaks(threshold: int = 128 * 1024) -> None:
+    """glibc: every allocation of ``threshold`` bytes or more its own mapping, unmapped when freed (by
+    default the threshold grows up to 32 MiB and freed tensors below it stay resident in the heap),
+    so that the resident set follows the tensors alive. For benchmarks of CPU memory; it makes
+    allocations dearer, so not for those of time alone."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(-3, threshold)  # M_MMAP_THRESHOLD
+
+
 def reset_peak(device: torch.device) -> int:
-    """Start a peak-memory measurement; returns the bytes in use now (the baseline)."""
+    """Start a peak-memory measurement; returns the bytes in use now (the baseline). Memory freed
+    earlier is given back first (GPU: torch's cache; CPU: the heap's free pages), so that an earlier
+    run's leftovers cannot hide this one's peak."""
+    gc.collect()
     if device.type == "cuda":
         synchronize(device)
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
         return torch.cuda.memory_allocated(device)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     # Linux: writing 5 to clear_refs resets the process's peak resident set size (VmHWM) to the current one
     Path("/proc/self/clear_refs").write_text("5")
     return _status_bytes("VmRSS")

@@ -32,25 +32,15 @@ import torch
 
 from benchmarks import common
 
-INSTRUCTBLIP_7B = "Salesforce/instructblip-vicuna-7b"
 OUT = Path(__file__).with_name("gpu")
 
 
-def _build(name: str, text_layers: int | None, device: str, dtype: torch.dtype):
-    from mmneuron.models.published import build_model, build_processor
-
-    return build_model(name, text_layers=text_layers, device=device, dtype=dtype).eval(), build_processor(name)
-
-
-def _models(smoke: bool, text_layers: int | None, device: str, dtype: torch.dtype):
+def _models(smoke: bool, text_layers: int | None, device: str, dtype: str):
     """(label, model, processor) of the architectures checked; the demo model in smoke mode."""
     if smoke:
-        model, processor = common.load("demo", device, "float32" if dtype == torch.float32 else "bfloat16")
-        return [("demo", model, processor)]
-    return [
-        (f"llava_next_7b:{text_layers or 'full'}", *_build(common.LLAVA_7B, text_layers, device, dtype)),
-        (f"instructblip_7b:{text_layers or 'full'}", *_build(INSTRUCTBLIP_7B, text_layers, device, dtype)),
-    ]
+        return [("demo", *common.load("demo", device, dtype))]
+    depth = f":{text_layers}" if text_layers else ""
+    return [(f"{base}{depth or ':full'}", *common.load(f"{base}{depth}", device, dtype)) for base in common.PUBLISHED]
 
 
 def _release() -> None:
@@ -86,7 +76,7 @@ def agreement(smoke: bool, device: str, samples_n: int) -> list[dict]:
     """Step 1: the GPU path against the CPU path, float32, two LM layers."""
     rows = []
     for (label, gpu_model, processor), (_, cpu_model, _) in zip(
-        _models(smoke, 2, device, torch.float32), _models(smoke, 2, "cpu", torch.float32)
+        _models(smoke, 2, device, "float32"), _models(smoke, 2, "cpu", "float32")
     ):
         cpu_model.load_state_dict(gpu_model.state_dict())  # the same random weights on both
         samples = common.samples(gpu_model, samples_n)
@@ -157,7 +147,7 @@ def _timed_steps(label: str, model, processor, samples_n: int, batch_size: int) 
 def full_depth(smoke: bool, device: str, samples_n: int, batch_size: int) -> list[dict]:
     """Step 2: the whole models in bfloat16 at realistic batch sizes."""
     rows = []
-    for label, model, processor in _models(smoke, None, device, torch.bfloat16):
+    for label, model, processor in _models(smoke, None, device, "bfloat16"):
         rows += _timed_steps(label, model, processor, samples_n, batch_size)
         del model
         _release()

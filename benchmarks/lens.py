@@ -24,9 +24,6 @@ while the naive one grows with it.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
-import gc
 import statistics
 
 import torch
@@ -78,30 +75,8 @@ def prepared(model, processor, n: int):
     return inputs, masks
 
 
-def _fixed_mmap_threshold(size: int = 128 * 1024) -> None:
-    """glibc: every allocation of ``size`` bytes or more its own mapping, unmapped when freed (by
-    default the threshold grows up to 32 MiB, and freed tensors below it stay in the heap, resident),
-    so that the resident set follows the tensors alive."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(-3, size)  # M_MMAP_THRESHOLD
-
-
-def _trim_heap() -> None:
-    """Give the heap's free pages back to the system (glibc), so that the resident set is what is in use."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 def measured_run(device: torch.device, step) -> tuple[float, int]:
-    """The seconds ``step()`` takes and the bytes it needs above what is in use before it (CPU: the
-    resident set, after the heap's free pages are given back, so that memory freed by an earlier run
-    cannot hide this one's peak)."""
-    if device.type == "cuda":
-        gc.collect()
-        torch.cuda.empty_cache()
-    else:
-        _trim_heap()
+    """The seconds ``step()`` takes and the bytes it needs above what is in use before it."""
     base = common.reset_peak(device)
     seconds = common.timed(device, step)
     return seconds, common.peak_bytes(device) - base
@@ -133,19 +108,10 @@ def agreement(model, inputs, masks, chunk_size: int) -> dict:
     }
 
 
-def load_at(name: str, depth: int, device: str, dtype: str):
-    base = name.partition(":")[0]
-    if base == "demo":
-        return common.load("demo", device, dtype, text_layers=depth)
-    if base == "llava7b":
-        return common.load(f"llava7b:{depth}", device, dtype)
-    raise SystemExit(f"--model must be demo or llava7b (the depth comes from --depths), got {name!r}")
-
-
 def measure_depth(args: argparse.Namespace, depth: int):
     """At one depth: the device, the agreement check, per variant (time summary, median peak bytes),
     and the positions in the batch."""
-    model, processor = load_at(args.model, depth, args.device, args.dtype)
+    model, processor = common.load(args.model.partition(":")[0], args.device, args.dtype, text_layers=depth)
     device = model.device
     inputs, masks = prepared(model, processor, args.samples)
     variants = {
@@ -177,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     common.setup(args)
-    _fixed_mmap_threshold()
+    common.exact_cpu_peaks()
     base = args.model.partition(":")[0]
     depths = [int(d) for d in (args.depths or DEFAULT_DEPTHS.get(base, "")).split(",") if d]
     if len(depths) < 2:
@@ -186,7 +152,6 @@ def main(argv: list[str] | None = None) -> None:
     results, checks = {}, {}
     for depth in depths:
         device, checks[depth], results[depth], positions = measure_depth(args, depth)
-        _trim_heap()
 
     first, last = depths[0], depths[-1]
     rows = []
